@@ -1,0 +1,1 @@
+//! PostgreSQL source: logical replication, pgoutput decoding, type mapping.
