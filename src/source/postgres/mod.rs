@@ -1,1 +1,6 @@
 //! PostgreSQL source: logical replication, pgoutput decoding, type mapping.
+
+pub mod error;
+pub mod wire;
+
+pub use error::{PgServerError, SourceError};

@@ -1,0 +1,294 @@
+//! Pipeline configuration: TOML file -> raw serde structs -> `validate()` ->
+//! [`Config`]. Parsing is strict (`deny_unknown_fields`); validation is pure
+//! (environment lookups are injected) and names the key of every problem.
+
+mod validate;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+pub use validate::validate;
+pub use values::{quote_ident, quote_literal, ByteSize, ConfigDuration, TableName};
+
+pub const DEFAULT_CHECKPOINT_DIR: &str = "checkpoints";
+pub const DEFAULT_MAX_ROWS: usize = 100_000;
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// Well under PostgreSQL's default wal_sender_timeout (60 s).
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "default";
+pub const DEFAULT_KAFKA_TOPIC_PREFIX: &str = "sluice";
+
+/// Everything that can go wrong reading a config file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// One line per problem, each `key: what is wrong`.
+    #[error("config is not valid:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// The file as written, before defaults and validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub pipeline: Option<RawPipeline>,
+    pub source: Option<RawSource>,
+    pub batch: Option<RawBatch>,
+    pub sink: Option<RawSink>,
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub name: Option<String>,
+    pub checkpoint_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub postgres: Option<RawPostgresSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgresSource {
+    pub url: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub slot: Option<String>,
+    pub publication: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub create_publication: Option<bool>,
+    pub create_slot: Option<bool>,
+    pub binary: Option<bool>,
+    pub status_interval: Option<ConfigDuration>,
+    pub connect_timeout: Option<ConfigDuration>,
+    /// "text" (default) or "decimal(P,S)".
+    pub unconstrained_numeric: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    pub max_rows: Option<i64>,
+    pub max_bytes: Option<ByteSize>,
+    pub max_delay: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    pub clickhouse: Option<RawClickHouseSink>,
+    pub kafka: Option<RawKafkaSink>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClickHouseSink {
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafkaSink {
+    pub brokers: Option<String>,
+    pub topic_prefix: Option<String>,
+    pub security_protocol: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    pub sasl_password_file: Option<String>,
+    /// Extra librdkafka properties, passed through as written.
+    pub properties: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+/// A validated pipeline configuration with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pipeline: PipelineConfig,
+    pub source: SourceConfig,
+    pub batch: BatchConfig,
+    pub sink: SinkConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub checkpoint_dir: PathBuf,
+}
+
+impl PipelineConfig {
+    /// `<checkpoint_dir>/<name>`: this pipeline's checkpoint database.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.checkpoint_dir.join(&self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SourceConfig {
+    Postgres(PostgresSourceConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+}
+
+/// Where and how to connect to PostgreSQL. `Display` never shows the password.
+#[derive(Debug, Clone)]
+pub struct PgConnInfo {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub dbname: String,
+    pub ssl_mode: SslMode,
+    pub application_name: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Display for PgConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+impl PgConnInfo {
+    /// A tokio-postgres config for ordinary (non-replication) connections.
+    pub fn tokio_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(self.connect_timeout)
+            .ssl_mode(match self.ssl_mode {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require => tokio_postgres::config::SslMode::Require,
+            });
+        if let Some(pw) = &self.password {
+            c.password(pw.expose());
+        }
+        c
+    }
+}
+
+/// How numeric columns without a declared precision are carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnconstrainedNumeric {
+    /// The exact decimal text (default: never rounds).
+    Text,
+    /// A fixed decimal; values that do not fit are an error, never rounded.
+    Decimal { precision: u8, scale: i8 },
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresSourceConfig {
+    pub conn: PgConnInfo,
+    pub slot: String,
+    pub publication: String,
+    pub tables: Vec<TableName>,
+    pub create_publication: bool,
+    pub create_slot: bool,
+    pub binary: bool,
+    pub status_interval: Duration,
+    pub unconstrained_numeric: UnconstrainedNumeric,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    pub max_rows: usize,
+    pub max_bytes: u64,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SinkConfig {
+    ClickHouse(ClickHouseSinkConfig),
+    Kafka(KafkaSinkConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct ClickHouseSinkConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSinkConfig {
+    pub brokers: String,
+    pub topic_prefix: String,
+    pub security_protocol: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret>,
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Parses TOML text into the raw structs (syntax, types, unknown keys).
+pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads, parses and validates a config file against the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let raw = parse(&text, path)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let read_file = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    validate(&raw, &env, &read_file)
+}
+
+#[cfg(test)]
+mod tests;

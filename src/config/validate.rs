@@ -1,0 +1,477 @@
+//! `validate()`: raw config -> [`Config`], naming the key of every problem.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::*;
+
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+type FileReader<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
+/// Collects problems so one run reports all of them, not just the first.
+struct Checker<'a> {
+    errors: Vec<String>,
+    env: EnvLookup<'a>,
+    read_file: FileReader<'a>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.errors.push(format!("{key}: {msg}"));
+    }
+
+    /// Interpolates `${ENV}` in an optional string value.
+    fn text(&mut self, key: &str, value: Option<&String>) -> Option<String> {
+        let v = value?;
+        match values::interpolate(v, self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, key: &str, value: Option<&String>) -> Option<String> {
+        match self.text(key, value) {
+            Some(s) if s.trim().is_empty() => {
+                self.err(key, "must not be empty");
+                None
+            }
+            Some(s) => Some(s),
+            None if value.is_none() => {
+                self.err(key, "missing");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A secret given inline (`key`) or as a file (`file_key`), not both.
+    fn secret(
+        &mut self,
+        key: &str,
+        value: Option<&String>,
+        file_key: &str,
+        file: Option<&String>,
+    ) -> Option<Secret> {
+        match (value, file) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    file_key,
+                    format!("set either {key} or {file_key}, not both"),
+                );
+                None
+            }
+            (Some(v), None) => self.text(key, Some(v)).map(Secret::new),
+            (None, Some(f)) => {
+                let path = self.text(file_key, Some(f))?;
+                match (self.read_file)(&path) {
+                    // A trailing newline in a secret file is never meant.
+                    Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']))),
+                    Err(e) => {
+                        self.err(file_key, format!("cannot read {path}: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// Checks the raw config and fills in defaults. Pure: the environment and the
+/// file system are reached only through `env` and `read_file`.
+pub fn validate(
+    raw: &RawConfig,
+    env: EnvLookup<'_>,
+    read_file: FileReader<'_>,
+) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        errors: Vec::new(),
+        env,
+        read_file,
+    };
+    let pipeline = pipeline(&mut c, raw.pipeline.as_ref());
+    let source = match raw.source.as_ref().and_then(|s| s.postgres.as_ref()) {
+        Some(pg) => postgres_source(&mut c, pg),
+        None => {
+            c.err(
+                "source.postgres",
+                "missing: configure a [source.postgres] section",
+            );
+            None
+        }
+    };
+    let batch = batch(&mut c, raw.batch.as_ref());
+    let sink = sink(&mut c, raw.sink.as_ref());
+    let metrics = metrics(&mut c, raw.metrics.as_ref());
+    if !c.errors.is_empty() {
+        return Err(ConfigError::Invalid(c.errors));
+    }
+    match (pipeline, source, sink) {
+        (Some(pipeline), Some(source), Some(sink)) => Ok(Config {
+            pipeline,
+            source: SourceConfig::Postgres(source),
+            batch,
+            sink,
+            metrics,
+        }),
+        // Every None above pushed an error, so this is unreachable in practice.
+        _ => Err(ConfigError::Invalid(vec!["config: incomplete".into()])),
+    }
+}
+
+fn pipeline(c: &mut Checker<'_>, raw: Option<&RawPipeline>) -> Option<PipelineConfig> {
+    let default = RawPipeline::default();
+    let raw = raw.unwrap_or(&default);
+    let name = c.required("pipeline.name", raw.name.as_ref());
+    if let Some(n) = &name {
+        if !n
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            c.err(
+                "pipeline.name",
+                format!("`{n}` may only contain letters, digits, `_` and `-` (it names the checkpoint database)"),
+            );
+        }
+    }
+    let dir = c
+        .text("pipeline.checkpoint_dir", raw.checkpoint_dir.as_ref())
+        .unwrap_or_else(|| DEFAULT_CHECKPOINT_DIR.to_string());
+    Some(PipelineConfig {
+        name: name?,
+        checkpoint_dir: PathBuf::from(dir),
+    })
+}
+
+fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<PostgresSourceConfig> {
+    let url = c.required("source.postgres.url", raw.url.as_ref());
+    let password = c.secret(
+        "source.postgres.password",
+        raw.password.as_ref(),
+        "source.postgres.password_file",
+        raw.password_file.as_ref(),
+    );
+    let connect_timeout = raw
+        .connect_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let conn = url.and_then(|u| pg_conn_info(c, &u, password, connect_timeout));
+
+    let slot = c.required("source.postgres.slot", raw.slot.as_ref());
+    if let Some(s) = &slot {
+        if s.len() > 63
+            || !s
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+        {
+            c.err(
+                "source.postgres.slot",
+                format!("`{s}` is not a valid slot name: use at most 63 lower-case letters, digits and `_`"),
+            );
+        }
+    }
+    let publication = c.required("source.postgres.publication", raw.publication.as_ref());
+    if let Some(p) = &publication {
+        if p.len() > 63 {
+            c.err("source.postgres.publication", "longer than 63 bytes");
+        }
+    }
+
+    let mut tables = Vec::new();
+    match &raw.tables {
+        None => c.err(
+            "source.postgres.tables",
+            "missing: list the tables to replicate, e.g. [\"public.orders\"]",
+        ),
+        Some(list) if list.is_empty() => {
+            c.err("source.postgres.tables", "must list at least one table")
+        }
+        Some(list) => {
+            for (i, t) in list.iter().enumerate() {
+                let key = format!("source.postgres.tables[{i}]");
+                let Some(text) = c.text(&key, Some(t)) else {
+                    continue;
+                };
+                match TableName::parse(&text) {
+                    Ok(name) if tables.contains(&name) => {
+                        c.err(&key, format!("{name} is listed twice"))
+                    }
+                    Ok(name) => tables.push(name),
+                    Err(e) => c.err(&key, e),
+                }
+            }
+        }
+    }
+
+    let status_interval = raw
+        .status_interval
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_STATUS_INTERVAL);
+    if status_interval.is_zero() {
+        c.err("source.postgres.status_interval", "must be > 0");
+    }
+    let unconstrained_numeric = match raw.unconstrained_numeric.as_deref() {
+        None | Some("text") => UnconstrainedNumeric::Text,
+        Some(s) => match parse_decimal_spec(s) {
+            Ok((precision, scale)) => UnconstrainedNumeric::Decimal { precision, scale },
+            Err(e) => {
+                c.err("source.postgres.unconstrained_numeric", e);
+                UnconstrainedNumeric::Text
+            }
+        },
+    };
+    Some(PostgresSourceConfig {
+        conn: conn?,
+        slot: slot?,
+        publication: publication?,
+        tables,
+        create_publication: raw.create_publication.unwrap_or(true),
+        create_slot: raw.create_slot.unwrap_or(true),
+        binary: raw.binary.unwrap_or(true),
+        status_interval,
+        unconstrained_numeric,
+    })
+}
+
+/// "decimal(P,S)" with 1 <= P <= 76 and 0 <= S <= P.
+fn parse_decimal_spec(s: &str) -> Result<(u8, i8), String> {
+    let bad = || {
+        format!("`{s}`: expected \"text\" or \"decimal(P,S)\" with 1 <= P <= 76 and 0 <= S <= P")
+    };
+    let inner = s
+        .trim()
+        .strip_prefix("decimal(")
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(bad)?;
+    let (p, sc) = inner.split_once(',').ok_or_else(bad)?;
+    let p: u8 = p.trim().parse().map_err(|_| bad())?;
+    let sc: i8 = sc.trim().parse().map_err(|_| bad())?;
+    if !(1..=76).contains(&p) || sc < 0 || sc as u8 > p {
+        return Err(bad());
+    }
+    Ok((p, sc))
+}
+
+fn pg_conn_info(
+    c: &mut Checker<'_>,
+    url: &str,
+    password: Option<Secret>,
+    connect_timeout: std::time::Duration,
+) -> Option<PgConnInfo> {
+    const KEY: &str = "source.postgres.url";
+    // The parser's messages never echo the string, so no password can leak.
+    let parsed = match tokio_postgres::Config::from_str(url) {
+        Ok(p) => p,
+        Err(e) => {
+            c.err(KEY, format!("not a valid PostgreSQL connection URL ({e})"));
+            return None;
+        }
+    };
+    let host = match parsed.get_hosts() {
+        [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
+        [] => {
+            c.err(KEY, "names no host");
+            return None;
+        }
+        [_] => {
+            c.err(KEY, "unix sockets are not supported: use a TCP host");
+            return None;
+        }
+        _ => {
+            c.err(KEY, "names several hosts: give exactly one");
+            return None;
+        }
+    };
+    let port = parsed.get_ports().first().copied().unwrap_or(5432);
+    let Some(user) = parsed.get_user().map(str::to_owned) else {
+        c.err(KEY, "names no user (postgres://USER@host/db)");
+        return None;
+    };
+    let dbname = parsed.get_dbname().unwrap_or(&user).to_owned();
+    let url_password = parsed
+        .get_password()
+        .map(|p| Secret::new(String::from_utf8_lossy(p)));
+    let ssl_mode = match parsed.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+        tokio_postgres::config::SslMode::Prefer => SslMode::Prefer,
+        _ => SslMode::Require,
+    };
+    Some(PgConnInfo {
+        host,
+        port,
+        user,
+        password: password.or(url_password),
+        dbname,
+        ssl_mode,
+        application_name: parsed.get_application_name().unwrap_or("sluice").to_owned(),
+        connect_timeout,
+    })
+}
+
+fn batch(c: &mut Checker<'_>, raw: Option<&RawBatch>) -> BatchConfig {
+    let default = RawBatch::default();
+    let raw = raw.unwrap_or(&default);
+    let max_rows = match raw.max_rows {
+        None => DEFAULT_MAX_ROWS,
+        Some(n) if n <= 0 => {
+            c.err("batch.max_rows", format!("must be > 0 (got {n})"));
+            DEFAULT_MAX_ROWS
+        }
+        Some(n) => n as usize,
+    };
+    let max_bytes = match raw.max_bytes {
+        None => DEFAULT_MAX_BYTES,
+        Some(ByteSize(0)) => {
+            c.err("batch.max_bytes", "must be > 0");
+            DEFAULT_MAX_BYTES
+        }
+        Some(ByteSize(n)) => n,
+    };
+    let max_delay = match raw.max_delay {
+        None => DEFAULT_MAX_DELAY,
+        Some(d) if d.0.is_zero() => {
+            c.err("batch.max_delay", "must be > 0");
+            DEFAULT_MAX_DELAY
+        }
+        Some(d) => d.0,
+    };
+    BatchConfig {
+        max_rows,
+        max_bytes,
+        max_delay,
+    }
+}
+
+fn sink(c: &mut Checker<'_>, raw: Option<&RawSink>) -> Option<SinkConfig> {
+    let default = RawSink::default();
+    let raw = raw.unwrap_or(&default);
+    match (&raw.clickhouse, &raw.kafka) {
+        (Some(ch), None) => clickhouse_sink(c, ch).map(SinkConfig::ClickHouse),
+        (None, Some(k)) => kafka_sink(c, k).map(SinkConfig::Kafka),
+        (Some(_), Some(_)) => {
+            c.err(
+                "sink",
+                "configure exactly one sink: [sink.clickhouse] or [sink.kafka], not both",
+            );
+            None
+        }
+        (None, None) => {
+            c.err(
+                "sink",
+                "missing: configure [sink.clickhouse] or [sink.kafka]",
+            );
+            None
+        }
+    }
+}
+
+fn clickhouse_sink(c: &mut Checker<'_>, raw: &RawClickHouseSink) -> Option<ClickHouseSinkConfig> {
+    let url = c.required("sink.clickhouse.url", raw.url.as_ref());
+    if let Some(u) = &url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            c.err(
+                "sink.clickhouse.url",
+                format!("`{u}` must be an HTTP(S) URL of the ClickHouse HTTP interface, e.g. http://127.0.0.1:8123"),
+            );
+        }
+    }
+    let database = c
+        .text("sink.clickhouse.database", raw.database.as_ref())
+        .unwrap_or_else(|| DEFAULT_CLICKHOUSE_DATABASE.to_string());
+    if database.is_empty() {
+        c.err("sink.clickhouse.database", "must not be empty");
+    }
+    let user = c
+        .text("sink.clickhouse.user", raw.user.as_ref())
+        .unwrap_or_else(|| DEFAULT_CLICKHOUSE_USER.to_string());
+    let password = c
+        .secret(
+            "sink.clickhouse.password",
+            raw.password.as_ref(),
+            "sink.clickhouse.password_file",
+            raw.password_file.as_ref(),
+        )
+        .unwrap_or_default();
+    Some(ClickHouseSinkConfig {
+        url: url?.trim_end_matches('/').to_string(),
+        database,
+        user,
+        password,
+    })
+}
+
+fn kafka_sink(c: &mut Checker<'_>, raw: &RawKafkaSink) -> Option<KafkaSinkConfig> {
+    let brokers = c.required("sink.kafka.brokers", raw.brokers.as_ref());
+    let topic_prefix = c
+        .text("sink.kafka.topic_prefix", raw.topic_prefix.as_ref())
+        .unwrap_or_else(|| DEFAULT_KAFKA_TOPIC_PREFIX.to_string());
+    if !topic_prefix
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+    {
+        c.err(
+            "sink.kafka.topic_prefix",
+            format!("`{topic_prefix}` may only contain letters, digits, `.`, `_` and `-` (Kafka topic rules)"),
+        );
+    }
+    let security_protocol = c.text(
+        "sink.kafka.security_protocol",
+        raw.security_protocol.as_ref(),
+    );
+    let sasl_mechanism = c.text("sink.kafka.sasl_mechanism", raw.sasl_mechanism.as_ref());
+    let sasl_username = c.text("sink.kafka.sasl_username", raw.sasl_username.as_ref());
+    let sasl_password = c.secret(
+        "sink.kafka.sasl_password",
+        raw.sasl_password.as_ref(),
+        "sink.kafka.sasl_password_file",
+        raw.sasl_password_file.as_ref(),
+    );
+    if sasl_mechanism.is_some() && (sasl_username.is_none() || sasl_password.is_none()) {
+        c.err(
+            "sink.kafka.sasl_mechanism",
+            "needs sink.kafka.sasl_username and sink.kafka.sasl_password (or sasl_password_file)",
+        );
+    }
+    let mut properties = BTreeMap::new();
+    for (k, v) in raw.properties.iter().flatten() {
+        let key = format!("sink.kafka.properties.{k}");
+        if k.contains("password") || k.contains("sasl") {
+            c.err(
+                &key,
+                "set SASL credentials with sink.kafka.sasl_* keys, not raw properties",
+            );
+            continue;
+        }
+        if let Some(v) = c.text(&key, Some(v)) {
+            properties.insert(k.clone(), v);
+        }
+    }
+    Some(KafkaSinkConfig {
+        brokers: brokers?,
+        topic_prefix,
+        security_protocol,
+        sasl_mechanism,
+        sasl_username,
+        sasl_password,
+        properties,
+    })
+}
+
+fn metrics(c: &mut Checker<'_>, raw: Option<&RawMetrics>) -> MetricsConfig {
+    let listen = raw
+        .and_then(|m| c.text("metrics.listen", m.listen.as_ref()))
+        .and_then(|l| match l.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.err(
+                    "metrics.listen",
+                    format!("`{l}` is not an address:port, e.g. 127.0.0.1:9187"),
+                );
+                None
+            }
+        });
+    MetricsConfig { listen }
+}
