@@ -1,6 +1,10 @@
 //! sluice: streaming change-data-capture from PostgreSQL into ClickHouse and Kafka.
 
+pub mod admin;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod lsn;
 pub mod secret;
+pub mod sink;
 pub mod source;

@@ -4,3 +4,5 @@ pub mod error;
 pub mod wire;
 
 pub use error::{PgServerError, SourceError};
+pub mod catalog;
+pub mod replication;

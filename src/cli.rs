@@ -1,0 +1,74 @@
+//! Command-line interface (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// sluice: streaming change-data-capture from PostgreSQL into ClickHouse and Kafka.
+///
+/// A pipeline is described by one TOML file (see configs/ for commented
+/// examples). Strings in it may use ${ENV_VAR}; keep secrets in the
+/// environment or in files.
+///
+/// Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `sluice=debug` (overrides RUST_LOG).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The pipeline's config file (TOML).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that every configured server is reachable and ready.
+    ///
+    /// Connects to PostgreSQL (credentials, wal_level, free slots and WAL
+    /// senders, replication permission, tables and their keys, publication)
+    /// and to the sink (ClickHouse or Kafka), prints one line per finding,
+    /// and exits non-zero when anything must be fixed. Changes nothing.
+    Check(ConfigArg),
+
+    /// Print decoded changes as JSON lines, without confirming anything.
+    ///
+    /// Reads the pipeline's slot (creating the publication and slot if
+    /// configured to) and prints one JSON object per change. Progress is
+    /// never confirmed to PostgreSQL, so a later `run` still sees every
+    /// change: this is a debugging tool, like pg_recvlogical.
+    Tail {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Start at this LSN (X/Y) instead of the slot's confirmed position.
+        #[arg(long, value_name = "LSN")]
+        from_lsn: Option<String>,
+        /// Stop after this many changes.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+
+    /// Remove the pipeline's replication slot and publication from PostgreSQL.
+    ///
+    /// Dropping the slot releases the WAL it holds. The checkpoint database
+    /// is removed too, so a later `run` starts afresh.
+    Drop {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Keep the publication (e.g. when other consumers share it).
+        #[arg(long)]
+        keep_publication: bool,
+    },
+}

@@ -1,0 +1,96 @@
+//! ClickHouse sink over the HTTP interface (the `clickhouse` crate).
+
+use clickhouse::{Client, Compression};
+
+use super::SinkError;
+use crate::config::ClickHouseSinkConfig;
+use crate::secret::redact;
+
+/// ClickHouse error codes that clear up on their own: timeouts, too many
+/// parts/queries, memory limits, network and replica trouble.
+const RETRYABLE_CODES: &[u32] = &[159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425, 999];
+
+/// A client for the configured server. Compression is off: the HTTP body is
+/// already a compact Arrow stream, and any ClickHouse HTTP endpoint accepts it.
+pub fn client(cfg: &ClickHouseSinkConfig) -> Client {
+    Client::default()
+        .with_url(&cfg.url)
+        .with_user(&cfg.user)
+        .with_password(cfg.password.expose())
+        .with_compression(Compression::None)
+}
+
+/// The `Code: N` of a ClickHouse exception message, if any.
+pub fn error_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + 6..];
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+pub(super) fn is_retryable_message(m: &str) -> bool {
+    error_code(m).is_some_and(|c| RETRYABLE_CODES.contains(&c))
+}
+
+/// Maps a client error to the sink error users can act on. Never leaks the password.
+pub fn map_error(cfg: &ClickHouseSinkConfig, e: clickhouse::error::Error) -> SinkError {
+    let message = redact(&e.to_string(), &cfg.password);
+    match e {
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+            SinkError::ClickHouseUnreachable {
+                url: cfg.url.clone(),
+                message,
+            }
+        }
+        _ if matches!(error_code(&message), Some(516) | Some(192) | Some(194)) => {
+            SinkError::ClickHouseAuth {
+                user: cfg.user.clone(),
+                message,
+            }
+        }
+        _ => SinkError::ClickHouse(message),
+    }
+}
+
+/// Server version, proving the server is reachable and accepts our credentials.
+pub async fn server_version(cfg: &ClickHouseSinkConfig) -> Result<String, SinkError> {
+    client(cfg)
+        .query("SELECT version()")
+        .fetch_one::<String>()
+        .await
+        .map_err(|e| map_error(cfg, e))
+}
+
+pub async fn database_exists(cfg: &ClickHouseSinkConfig) -> Result<bool, SinkError> {
+    client(cfg)
+        .query("SELECT count() FROM system.databases WHERE name = ?")
+        .bind(&cfg.database)
+        .fetch_one::<u64>()
+        .await
+        .map(|n| n > 0)
+        .map_err(|e| map_error(cfg, e))
+}
+
+/// Quotes a ClickHouse identifier with backticks.
+pub fn quote_ch_ident(ident: &str) -> String {
+    format!("`{}`", ident.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_error_codes() {
+        assert_eq!(error_code("Code: 60. DB::Exception: Table x doesn't exist"), Some(60));
+        assert_eq!(error_code("bad response: Code: 516. DB::Exception: auth"), Some(516));
+        assert_eq!(error_code("no code here"), None);
+        assert!(is_retryable_message("Code: 252. DB::Exception: Too many parts"));
+        assert!(!is_retryable_message("Code: 62. DB::Exception: Syntax error"));
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ch_ident("a`b"), "`a\\`b`");
+        assert_eq!(quote_ch_ident("My Table.x"), "`My Table.x`");
+    }
+}

@@ -1,0 +1,392 @@
+//! Turns decoded pgoutput messages into per-table Arrow micro-batches.
+//! Pure: messages in, [`Flush`]es out; catalog lookups happen at the edge
+//! (the caller resolves column types before handing over a Relation).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::error::SourceError;
+use super::pgoutput::{OldTuple, PgOutputMessage, RelationBody, TupleData, TupleValue};
+use super::types::{arrow_type, ArrowMapping, PgType, TypeOptions};
+use crate::batch::{is_reserved_column, RowMeta, TableBuilder};
+use crate::change::{ColumnInfo, Flush, SinkItem, TableShape, OP_DELETE, OP_INSERT, OP_UPDATE};
+use crate::config::TableName;
+use crate::lsn::Lsn;
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// Resolved column types by OID, filled by the caller from the catalog.
+pub type TypeCache = HashMap<u32, PgType>;
+
+struct Relation {
+    shape: Arc<TableShape>,
+    mappings: Vec<ArrowMapping>,
+    key_indexes: Vec<usize>,
+}
+
+struct Txn {
+    commit_lsn: u64,
+    commit_ts: i64,
+    /// Set for transactions that end at or before the resume point.
+    skip: bool,
+}
+
+/// What the caller should do after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    /// A transaction ended; `end_lsn` may be checkpointed once flushed.
+    Committed { end_lsn: Lsn },
+}
+
+pub struct Assembler {
+    tables: HashSet<TableName>,
+    type_options: TypeOptions,
+    relations: HashMap<u32, Relation>,
+    builders: HashMap<u32, TableBuilder>,
+    /// Finished batches and truncates, in order, not yet flushed.
+    pending: Vec<SinkItem>,
+    pending_rows: usize,
+    txn: Option<Txn>,
+    /// End LSN of the last transaction fully handed to the builders.
+    last_commit_end: Option<Lsn>,
+    /// Transactions whose commit record lies before this were applied already.
+    resume_from: Lsn,
+    /// Scratch for unchanged-TOAST column indexes of one row.
+    unchanged: Vec<u16>,
+    warned: HashSet<String>,
+}
+
+impl Assembler {
+    /// `tables` limits output to the configured tables (a publication may
+    /// hold more); `resume_from` is the checkpoint (skip what ends before it).
+    pub fn new(tables: &[TableName], type_options: TypeOptions, resume_from: Lsn) -> Self {
+        Assembler {
+            tables: tables.iter().cloned().collect(),
+            type_options,
+            relations: HashMap::new(),
+            builders: HashMap::new(),
+            pending: Vec::new(),
+            pending_rows: 0,
+            txn: None,
+            last_commit_end: None,
+            resume_from,
+            unchanged: Vec::new(),
+            warned: HashSet::new(),
+        }
+    }
+
+    /// OIDs of a Relation's columns that `types` cannot resolve yet.
+    pub fn missing_types(body: &RelationBody, types: &TypeCache) -> Vec<u32> {
+        body.columns
+            .iter()
+            .map(|c| c.type_oid)
+            .filter(|oid| !types.contains_key(oid))
+            .collect()
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Rows buffered (in builders and finished batches) since the last flush.
+    pub fn buffered_rows(&self) -> usize {
+        self.pending_rows + self.builders.values().map(|b| b.rows()).sum::<usize>()
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        let pending: usize = self
+            .pending
+            .iter()
+            .map(|i| match i {
+                SinkItem::Rows(b) => b.batch.get_array_memory_size(),
+                SinkItem::Truncate(_) => 0,
+            })
+            .sum();
+        pending + self.builders.values().map(|b| b.byte_size()).sum::<usize>()
+    }
+
+    /// Handles one message. `wal_start` is the XLogData start: the WAL
+    /// position of the change, used as its ordering version.
+    pub fn handle(
+        &mut self,
+        msg: PgOutputMessage,
+        wal_start: Lsn,
+        types: &TypeCache,
+    ) -> Result<Step, SourceError> {
+        match msg {
+            PgOutputMessage::Begin {
+                final_lsn,
+                commit_ts,
+                ..
+            } => self.begin(final_lsn, commit_ts),
+            PgOutputMessage::Commit { end_lsn, .. } => return Ok(self.commit(end_lsn)),
+            PgOutputMessage::Relation(body) => self.relation(body, types)?,
+            PgOutputMessage::Insert { rel_id, new, .. } => {
+                self.row(rel_id, &new, None, OP_INSERT, wal_start)?
+            }
+            PgOutputMessage::Update {
+                rel_id, old, new, ..
+            } => self.update(rel_id, old.as_ref(), &new, wal_start)?,
+            PgOutputMessage::Delete { rel_id, old, .. } => {
+                self.row(rel_id, old.tuple(), None, OP_DELETE, wal_start)?
+            }
+            PgOutputMessage::Truncate { rel_ids, .. } => self.truncate(&rel_ids),
+            // Origin, Type (resolved from the catalog), logical messages:
+            // nothing to replicate.
+            _ => {}
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Starts a transaction whose commit record is at `commit_lsn` (used for
+    /// streamed transactions replayed at their Stream Commit).
+    pub fn begin(&mut self, commit_lsn: u64, commit_ts: i64) {
+        self.txn = Some(Txn {
+            commit_lsn,
+            commit_ts: commit_ts.saturating_add(PG_EPOCH_OFFSET_MICROS),
+            skip: commit_lsn < self.resume_from.0,
+        });
+    }
+
+    pub fn commit(&mut self, end_lsn: u64) -> Step {
+        self.txn = None;
+        let end = Lsn(end_lsn);
+        if end > self.resume_from {
+            self.last_commit_end = Some(end);
+        }
+        Step::Committed { end_lsn: end }
+    }
+
+    /// Forgets an open transaction (its stream was aborted or the connection lost).
+    pub fn abort(&mut self) {
+        self.txn = None;
+    }
+
+    fn relation(&mut self, body: RelationBody, types: &TypeCache) -> Result<(), SourceError> {
+        let table = TableName::new(body.namespace.clone(), body.name.clone());
+        if !self.tables.contains(&table) {
+            self.relations.remove(&body.rel_id);
+            return Ok(());
+        }
+        let mut columns = Vec::with_capacity(body.columns.len());
+        let mut mappings = Vec::with_capacity(body.columns.len());
+        for col in &body.columns {
+            if is_reserved_column(&col.name) {
+                return Err(SourceError::NotReady(format!(
+                    "table {table}: column \"{}\" collides with a sluice metadata column; rename it",
+                    col.name
+                )));
+            }
+            let mut ty = types.get(&col.type_oid).cloned().ok_or_else(|| {
+                SourceError::Protocol(format!(
+                    "type {} of {table}.{} was not resolved",
+                    col.type_oid, col.name
+                ))
+            })?;
+            ty.typmod = col.type_modifier;
+            let mapping = arrow_type(&ty, &self.type_options).map_err(|e| {
+                SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
+            })?;
+            if let Some(w) = &mapping.warning {
+                let key = format!("{table}.{}", col.name);
+                if self.warned.insert(key) {
+                    tracing::warn!(table = %table, column = %col.name, "{w}");
+                }
+            }
+            columns.push(ColumnInfo {
+                name: col.name.clone(),
+                pg_type: ty.name.clone(),
+                data_type: mapping.data_type.clone(),
+                is_key: col.is_key(),
+            });
+            mappings.push(mapping);
+        }
+        let shape = Arc::new(TableShape {
+            table: table.clone(),
+            columns,
+        });
+        if let Some(old) = self.relations.get(&body.rel_id) {
+            if old.shape == shape {
+                return Ok(());
+            }
+            tracing::info!(table = %table, "table schema changed");
+        }
+        // Rows decoded under the old shape leave as their own batch.
+        self.finish_builder(body.rel_id);
+        let key_indexes = shape
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key)
+            .map(|(i, _)| i)
+            .collect();
+        self.relations.insert(
+            body.rel_id,
+            Relation {
+                shape,
+                mappings,
+                key_indexes,
+            },
+        );
+        Ok(())
+    }
+
+    fn finish_builder(&mut self, rel_id: u32) {
+        if let Some(mut b) = self.builders.remove(&rel_id) {
+            if let Some(batch) = b.finish() {
+                self.pending_rows += batch.batch.num_rows();
+                self.pending.push(SinkItem::Rows(batch));
+            }
+        }
+    }
+
+    fn truncate(&mut self, rel_ids: &[u32]) {
+        if self.txn.as_ref().is_some_and(|t| t.skip) {
+            return;
+        }
+        let mut tables = Vec::new();
+        for id in rel_ids {
+            if let Some(rel) = self.relations.get(id) {
+                tables.push(rel.shape.table.clone());
+                self.finish_builder(*id);
+            }
+        }
+        if !tables.is_empty() {
+            self.pending.push(SinkItem::Truncate(tables));
+        }
+    }
+
+    fn update(
+        &mut self,
+        rel_id: u32,
+        old: Option<&OldTuple>,
+        new: &TupleData,
+        wal_start: Lsn,
+    ) -> Result<(), SourceError> {
+        // An update that moves the key: a delete of the old key first, so the
+        // old row does not linger under its old key in the sink.
+        let moved = match (old, self.relations.get(&rel_id)) {
+            (Some(old), Some(rel)) => rel.key_indexes.iter().any(|&i| {
+                !matches!((old.tuple().get(i), new.get(i)), (Some(a), Some(b)) if same_value(&a, &b))
+            }),
+            _ => false,
+        };
+        if let (true, Some(old)) = (moved, old) {
+            self.row(rel_id, old.tuple(), None, OP_DELETE, wal_start)?;
+        }
+        let fill = match old {
+            Some(OldTuple::Full(t)) => Some(t),
+            _ => None,
+        };
+        self.row(rel_id, new, fill, OP_UPDATE, wal_start)
+    }
+
+    /// Appends one row. Unchanged TOAST values take the old tuple's value
+    /// when it has one (REPLICA IDENTITY FULL); otherwise they are recorded
+    /// in the unchanged-columns list so the sink never overwrites them.
+    fn row(
+        &mut self,
+        rel_id: u32,
+        tuple: &TupleData,
+        old: Option<&TupleData>,
+        op: u8,
+        wal_start: Lsn,
+    ) -> Result<(), SourceError> {
+        let Some(txn) = &self.txn else {
+            return Err(SourceError::Protocol("row change outside a transaction".into()));
+        };
+        if txn.skip {
+            return Ok(());
+        }
+        let meta = RowMeta {
+            op,
+            lsn: txn.commit_lsn,
+            version: wal_start.0,
+            commit_ts: txn.commit_ts,
+        };
+        let Some(rel) = self.relations.get(&rel_id) else {
+            // Not a configured table (publication holds more), or a protocol bug.
+            return Ok(());
+        };
+        let shape = rel.shape.clone();
+        let builder = self
+            .builders
+            .entry(rel_id)
+            .or_insert_with(|| TableBuilder::new(shape.clone(), &rel.mappings));
+        if tuple.len() != builder.column_count() {
+            return Err(SourceError::Protocol(format!(
+                "{}: tuple has {} columns, relation has {}",
+                shape.table,
+                tuple.len(),
+                builder.column_count()
+            )));
+        }
+        self.unchanged.clear();
+        for (i, v) in tuple.iter().enumerate() {
+            let v = match (v, old) {
+                (TupleValue::UnchangedToast, Some(o)) => o.get(i).unwrap_or(TupleValue::Null),
+                (v, _) => v,
+            };
+            let col = builder.column(i);
+            let res = match v {
+                TupleValue::Null => {
+                    col.append_null();
+                    Ok(())
+                }
+                TupleValue::UnchangedToast => {
+                    col.append_null();
+                    self.unchanged.push(i as u16);
+                    Ok(())
+                }
+                TupleValue::Binary(b) => col.append_binary(Some(b)),
+                TupleValue::Text(t) => col.append_text(Some(t)),
+            };
+            if let Err(e) = res {
+                return Err(SourceError::Decode(format!(
+                    "{}.{}: {e}",
+                    shape.table, shape.columns[i].name
+                )));
+            }
+        }
+        builder.finish_row(meta, &self.unchanged);
+        Ok(())
+    }
+
+    /// Everything buffered so far, with the checkpoint it makes safe.
+    pub fn take_flush(&mut self) -> Flush {
+        let mut ids: Vec<u32> = self.builders.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(b) = self.builders.get_mut(&id) {
+                if let Some(batch) = b.finish() {
+                    self.pending.push(SinkItem::Rows(batch));
+                }
+            }
+        }
+        self.pending_rows = 0;
+        Flush {
+            items: std::mem::take(&mut self.pending),
+            checkpoint: self.last_commit_end.take(),
+        }
+    }
+
+    /// True when nothing is buffered and no checkpoint awaits a flush.
+    pub fn is_idle(&self) -> bool {
+        self.txn.is_none()
+            && self.pending.is_empty()
+            && self.last_commit_end.is_none()
+            && self.builders.values().all(|b| b.rows() == 0)
+    }
+}
+
+fn same_value(a: &TupleValue<'_>, b: &TupleValue<'_>) -> bool {
+    match (a, b) {
+        (TupleValue::Null, TupleValue::Null) => true,
+        (TupleValue::Binary(x), TupleValue::Binary(y)) | (TupleValue::Text(x), TupleValue::Text(y)) => x == y,
+        // Key columns are never TOAST-unchanged in practice; treat as same.
+        (TupleValue::UnchangedToast, _) | (_, TupleValue::UnchangedToast) => true,
+        _ => false,
+    }
+}

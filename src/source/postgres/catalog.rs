@@ -1,0 +1,431 @@
+//! Catalog queries over an ordinary tokio-postgres connection: server
+//! settings, roles, tables, publications and slots.
+
+use tokio_postgres::{Client, NoTls};
+
+use super::error::SourceError;
+use crate::config::{quote_ident, PgConnInfo, TableName};
+use crate::lsn::Lsn;
+use crate::secret::redact;
+
+/// Opens an ordinary connection; its driver task runs until the client drops.
+pub async fn connect(info: &PgConnInfo) -> Result<Client, SourceError> {
+    let (client, connection) = match info.tokio_config().connect(NoTls).await {
+        Ok(c) => c,
+        Err(e) => return Err(classify_connect_error(info, e)),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "catalog connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Turns tokio-postgres connect failures into the errors users act on.
+fn classify_connect_error(info: &PgConnInfo, e: tokio_postgres::Error) -> SourceError {
+    if let Some(db) = e.as_db_error() {
+        if db.code().code().starts_with("28") {
+            let mut message = db.message().to_owned();
+            if let Some(pw) = &info.password {
+                message = redact(&message, pw);
+            }
+            return SourceError::AuthFailed {
+                user: info.user.clone(),
+                message,
+            };
+        }
+        return SourceError::Query(e);
+    }
+    let text = e.to_string();
+    let io = std::error::Error::source(&e)
+        .map(|s| s.to_string())
+        .unwrap_or(text);
+    SourceError::Connect {
+        addr: format!("{}:{}", info.host, info.port),
+        source: std::io::Error::other(io),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub version: String,
+    pub version_num: u32,
+    pub wal_level: String,
+    pub max_replication_slots: i64,
+    pub used_replication_slots: i64,
+    pub max_wal_senders: i64,
+    pub used_wal_senders: i64,
+}
+
+pub async fn server_settings(c: &Client) -> Result<ServerSettings, SourceError> {
+    let row = c
+        .query_one(
+            "SELECT current_setting('server_version'),
+                    current_setting('server_version_num')::int4,
+                    current_setting('wal_level'),
+                    current_setting('max_replication_slots')::int8,
+                    (SELECT count(*) FROM pg_replication_slots),
+                    current_setting('max_wal_senders')::int8,
+                    (SELECT count(*) FROM pg_stat_replication)",
+            &[],
+        )
+        .await?;
+    Ok(ServerSettings {
+        version: row.get(0),
+        version_num: row.get::<_, i32>(1) as u32,
+        wal_level: row.get(2),
+        max_replication_slots: row.get(3),
+        used_replication_slots: row.get(4),
+        max_wal_senders: row.get(5),
+        used_wal_senders: row.get(6),
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RoleInfo {
+    pub superuser: bool,
+    pub replication: bool,
+    pub can_create_in_db: bool,
+}
+
+pub async fn current_role(c: &Client) -> Result<RoleInfo, SourceError> {
+    let row = c
+        .query_one(
+            "SELECT rolsuper, rolreplication,
+                    has_database_privilege(current_database(), 'CREATE')
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    Ok(RoleInfo {
+        superuser: row.get(0),
+        replication: row.get(1),
+        can_create_in_db: row.get(2),
+    })
+}
+
+/// How a table identifies rows in its WAL records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaIdentity {
+    Default,
+    Nothing,
+    Full,
+    Index,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: TableName,
+    pub oid: u32,
+    pub replica_identity: ReplicaIdentity,
+    pub primary_key: Vec<String>,
+    pub owned_by_current_user: bool,
+}
+
+impl TableInfo {
+    /// Whether updates and deletes of this table can be replicated.
+    pub fn identifies_rows(&self) -> bool {
+        match self.replica_identity {
+            ReplicaIdentity::Full | ReplicaIdentity::Index => true,
+            ReplicaIdentity::Default => !self.primary_key.is_empty(),
+            ReplicaIdentity::Nothing => false,
+        }
+    }
+}
+
+/// Looks up one table; `None` when it does not exist (or is not a table).
+pub async fn table_info(c: &Client, t: &TableName) -> Result<Option<TableInfo>, SourceError> {
+    let row = c
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text,
+                    pg_has_role(c.relowner, 'USAGE'),
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+                              FROM pg_index i
+                              CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                              WHERE i.indrelid = c.oid AND i.indisprimary), '{}')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&t.schema, &t.name],
+        )
+        .await?;
+    Ok(row.map(|row| TableInfo {
+        name: t.clone(),
+        oid: row.get(0),
+        replica_identity: match row.get::<_, String>(1).as_str() {
+            "n" => ReplicaIdentity::Nothing,
+            "f" => ReplicaIdentity::Full,
+            "i" => ReplicaIdentity::Index,
+            _ => ReplicaIdentity::Default,
+        },
+        owned_by_current_user: row.get(2),
+        primary_key: row.get(3),
+    }))
+}
+
+#[derive(Debug, Clone)]
+pub struct PublicationInfo {
+    pub all_tables: bool,
+    pub tables: Vec<TableName>,
+}
+
+pub async fn publication(c: &Client, name: &str) -> Result<Option<PublicationInfo>, SourceError> {
+    let Some(row) = c
+        .query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let tables = c
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
+        .await?
+        .into_iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    Ok(Some(PublicationInfo {
+        all_tables: row.get(0),
+        tables,
+    }))
+}
+
+/// The SQL that creates a publication for exactly these tables.
+pub fn create_publication_sql(name: &str, tables: &[TableName]) -> String {
+    let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    format!(
+        "CREATE PUBLICATION {} FOR TABLE {}",
+        quote_ident(name),
+        list.join(", ")
+    )
+}
+
+/// Creates the publication, or adds the configured tables it lacks.
+pub async fn ensure_publication(
+    c: &Client,
+    name: &str,
+    tables: &[TableName],
+    may_create: bool,
+) -> Result<(), SourceError> {
+    match publication(c, name).await? {
+        None if !may_create => Err(SourceError::Publication {
+            publication: name.to_owned(),
+            problem: "does not exist and source.postgres.create_publication = false; create it with CREATE PUBLICATION ... FOR TABLE ...".into(),
+        }),
+        None => {
+            let sql = create_publication_sql(name, tables);
+            tracing::info!(publication = name, "creating publication");
+            c.batch_execute(&sql).await?;
+            Ok(())
+        }
+        Some(p) if p.all_tables => Ok(()),
+        Some(p) => {
+            let missing: Vec<&TableName> = tables.iter().filter(|t| !p.tables.contains(t)).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
+            if !may_create {
+                return Err(SourceError::Publication {
+                    publication: name.to_owned(),
+                    problem: format!(
+                        "does not include {}; add them with ALTER PUBLICATION ... ADD TABLE",
+                        names.join(", ")
+                    ),
+                });
+            }
+            let list: Vec<String> = missing.iter().map(|t| t.quoted()).collect();
+            tracing::info!(publication = name, tables = %names.join(", "), "adding tables to publication");
+            c.batch_execute(&format!(
+                "ALTER PUBLICATION {} ADD TABLE {}",
+                quote_ident(name),
+                list.join(", ")
+            ))
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active_pid: Option<i32>,
+    pub confirmed_flush_lsn: Option<Lsn>,
+    pub restart_lsn: Option<Lsn>,
+    /// `lost` means the slot was invalidated (WAL removed).
+    pub wal_status: Option<String>,
+}
+
+pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceError> {
+    let row = c
+        .query_opt(
+            "SELECT plugin::text, database::text, active_pid,
+                    confirmed_flush_lsn::text, restart_lsn::text, wal_status
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await?;
+    let lsn = |v: Option<String>| v.and_then(|s| s.parse().ok());
+    Ok(row.map(|r| SlotInfo {
+        plugin: r.get(0),
+        database: r.get(1),
+        active_pid: r.get(2),
+        confirmed_flush_lsn: lsn(r.get(3)),
+        restart_lsn: lsn(r.get(4)),
+        wal_status: r.get(5),
+    }))
+}
+
+pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
+    let row = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?;
+    row.get::<_, String>(0).parse().map_err(SourceError::Protocol)
+}
+
+/// Drops the slot if it exists; true when something was dropped.
+pub async fn drop_slot(c: &Client, name: &str) -> Result<bool, SourceError> {
+    if slot(c, name).await?.is_none() {
+        return Ok(false);
+    }
+    c.execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await
+        .map_err(|e| match e.code().map(|c| c.code()) {
+            Some("55006") => SourceError::SlotInUse {
+                slot: name.to_owned(),
+                pid: "?".into(),
+            },
+            _ => SourceError::Query(e),
+        })?;
+    Ok(true)
+}
+
+/// Drops the publication if it exists; true when something was dropped.
+pub async fn drop_publication(c: &Client, name: &str) -> Result<bool, SourceError> {
+    if publication(c, name).await?.is_none() {
+        return Ok(false);
+    }
+    c.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(name)))
+        .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_sql_quotes_names() {
+        let sql = create_publication_sql(
+            "p\"x",
+            &[TableName::new("public", "orders"), TableName::new("My S", "a.b")],
+        );
+        assert_eq!(
+            sql,
+            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\""
+        );
+    }
+}
+
+/// Resolves type OIDs (with their domain bases and array elements) from
+/// pg_type into `cache`.
+pub async fn resolve_types(
+    c: &Client,
+    oids: &[u32],
+    cache: &mut super::assembler::TypeCache,
+) -> Result<(), SourceError> {
+    use std::collections::HashMap;
+
+    use super::types::{PgType, PgTypeKind};
+
+    struct Raw {
+        name: String,
+        typtype: String,
+        base: u32,
+        typmod: i32,
+        elem: u32,
+        category: String,
+        len: i16,
+    }
+    let mut raw: HashMap<u32, Raw> = HashMap::new();
+    let mut todo: Vec<u32> = oids.iter().copied().filter(|o| !cache.contains_key(o)).collect();
+    while !todo.is_empty() {
+        let rows = c
+            .query(
+                "SELECT oid, typname::text, typtype::text, typbasetype, typtypmod, typelem,
+                        typcategory::text, typlen
+                 FROM pg_type WHERE oid = ANY($1)",
+                &[&todo],
+            )
+            .await?;
+        todo.clear();
+        for r in rows {
+            let oid: u32 = r.get(0);
+            let t = Raw {
+                name: r.get(1),
+                typtype: r.get(2),
+                base: r.get(3),
+                typmod: r.get(4),
+                elem: r.get(5),
+                category: r.get(6),
+                len: r.get(7),
+            };
+            for dep in [t.base, t.elem] {
+                if dep != 0 && !raw.contains_key(&dep) && !cache.contains_key(&dep) {
+                    todo.push(dep);
+                }
+            }
+            raw.insert(oid, t);
+        }
+        todo.sort_unstable();
+        todo.dedup();
+    }
+    fn build(
+        oid: u32,
+        raw: &HashMap<u32, Raw>,
+        cache: &super::assembler::TypeCache,
+        depth: u32,
+    ) -> PgType {
+        if let Some(t) = cache.get(&oid) {
+            return t.clone();
+        }
+        let Some(r) = raw.get(&oid).filter(|_| depth < 16) else {
+            return PgType {
+                oid,
+                name: format!("oid {oid}"),
+                typmod: -1,
+                kind: PgTypeKind::Other,
+            };
+        };
+        let kind = match r.typtype.as_str() {
+            "e" => PgTypeKind::Enum,
+            "d" => {
+                let mut base = build(r.base, raw, cache, depth + 1);
+                base.typmod = r.typmod;
+                PgTypeKind::Domain {
+                    base: Box::new(base),
+                }
+            }
+            "b" if r.category == "A" && r.elem != 0 && r.len == -1 => PgTypeKind::Array {
+                element: Box::new(build(r.elem, raw, cache, depth + 1)),
+            },
+            "b" => PgTypeKind::Base,
+            _ => PgTypeKind::Other,
+        };
+        PgType {
+            oid,
+            name: r.name.clone(),
+            typmod: -1,
+            kind,
+        }
+    }
+    for oid in oids {
+        if !cache.contains_key(oid) {
+            let t = build(*oid, &raw, cache, 0);
+            cache.insert(*oid, t);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! The replication session: opens the slot, reads the CopyBoth stream,
+//! assembles micro-batches and confirms only what the sink made durable.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::assembler::{Assembler, Step, TypeCache};
+use super::catalog;
+use super::error::SourceError;
+use super::pgoutput::{
+    encode_standby_status, parse_copy_data, PgOutputDecoder, PgOutputMessage, ReplicationMessage,
+    PG_EPOCH_UNIX_MICROS,
+};
+use super::replication::{
+    max_proto_version, CreatedSlot, ReplicationConnection, SlotSnapshot, StartOptions,
+};
+use super::spill::{StreamSpill, DEFAULT_MEMORY_PER_TXN};
+use super::types::TypeOptions;
+use crate::change::Flush;
+use crate::config::{BatchConfig, PostgresSourceConfig, UnconstrainedNumeric};
+use crate::lsn::Lsn;
+
+/// How long shutdown waits for the sink to confirm the last flush.
+const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options beyond the config file.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Resume point (the checkpoint); `None` starts at the slot's confirmed position.
+    pub resume: Option<Lsn>,
+    /// Where streamed transactions spill.
+    pub spill_dir: PathBuf,
+    /// Confirm durable positions to PostgreSQL (false for `tail`).
+    pub confirm: bool,
+    /// Extra startup parameters for the replication connection.
+    pub startup: Vec<(String, String)>,
+}
+
+pub fn type_options(cfg: &PostgresSourceConfig) -> TypeOptions {
+    use super::types::UnconstrainedNumeric as T;
+    TypeOptions {
+        unconstrained_numeric: match cfg.unconstrained_numeric {
+            UnconstrainedNumeric::Text => T::Text,
+            UnconstrainedNumeric::Decimal { precision, scale } => T::Decimal { precision, scale },
+        },
+        ..TypeOptions::default()
+    }
+}
+
+/// Makes sure the publication and the slot exist (as configured).
+/// Returns the slot when this call created it.
+pub async fn prepare(
+    cfg: &PostgresSourceConfig,
+    catalog_client: &Client,
+    repl: &mut ReplicationConnection,
+    snapshot: SlotSnapshot,
+) -> Result<Option<CreatedSlot>, SourceError> {
+    catalog::ensure_publication(catalog_client, &cfg.publication, &cfg.tables, cfg.create_publication)
+        .await?;
+    match catalog::slot(catalog_client, &cfg.slot).await? {
+        Some(s) => {
+            if s.plugin.as_deref() != Some("pgoutput") {
+                return Err(SourceError::NotReady(format!(
+                    "replication slot \"{}\" uses plugin {:?}, not pgoutput: drop it or configure another slot",
+                    cfg.slot,
+                    s.plugin.unwrap_or_default()
+                )));
+            }
+            if s.wal_status.as_deref() == Some("lost") {
+                return Err(SourceError::SlotInvalidated {
+                    slot: cfg.slot.clone(),
+                    reason: "wal_status = lost".into(),
+                });
+            }
+            Ok(None)
+        }
+        None if !cfg.create_slot => Err(SourceError::SlotMissing {
+            slot: cfg.slot.clone(),
+        }),
+        None => {
+            let created = repl.create_slot(&cfg.slot, snapshot).await?;
+            tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point, "created replication slot");
+            Ok(Some(created))
+        }
+    }
+}
+
+/// One streaming session on one replication connection.
+pub struct Session {
+    cfg: PostgresSourceConfig,
+    batch: BatchConfig,
+    opts: SessionOptions,
+    catalog: Client,
+    repl: ReplicationConnection,
+    decoder: PgOutputDecoder,
+    proto_version: u32,
+    assembler: Assembler,
+    types: TypeCache,
+    spill: StreamSpill,
+    /// Highest WAL position received.
+    received: Lsn,
+    /// Highest position the sink confirmed durable.
+    durable: Lsn,
+    /// Highest checkpoint handed to the sink.
+    requested: Lsn,
+    last_status: Instant,
+    last_idle_advance: Instant,
+    buffered_since: Option<Instant>,
+}
+
+impl Session {
+    /// Connects, prepares publication and slot, and starts replication.
+    pub async fn start(
+        cfg: &PostgresSourceConfig,
+        batch: BatchConfig,
+        opts: SessionOptions,
+    ) -> Result<Session, SourceError> {
+        let catalog_client = catalog::connect(&cfg.conn).await?;
+        let settings = catalog::server_settings(&catalog_client).await?;
+        if settings.wal_level != "logical" {
+            return Err(SourceError::NotReady(format!(
+                "wal_level is '{}' but must be 'logical': ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+                settings.wal_level
+            )));
+        }
+        let startup: Vec<(&str, &str)> = opts
+            .startup
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut repl = ReplicationConnection::connect(&cfg.conn, &startup).await?;
+        prepare(cfg, &catalog_client, &mut repl, SlotSnapshot::NoExport).await?;
+        let proto_version = max_proto_version(settings.version_num).min(4);
+        let start = opts.resume.unwrap_or(Lsn::ZERO);
+        let options = StartOptions {
+            proto_version,
+            publication: cfg.publication.clone(),
+            streaming: true,
+            binary: cfg.binary,
+            messages: false,
+        };
+        repl.start(&cfg.slot, start, &options).await?;
+        tracing::info!(slot = %cfg.slot, start = %start, proto_version, "replication started");
+        let now = Instant::now();
+        Ok(Session {
+            assembler: Assembler::new(&cfg.tables, type_options(cfg), start),
+            cfg: cfg.clone(),
+            batch,
+            spill: StreamSpill::new(opts.spill_dir.clone(), DEFAULT_MEMORY_PER_TXN),
+            opts,
+            catalog: catalog_client,
+            repl,
+            decoder: PgOutputDecoder::new(proto_version),
+            proto_version,
+            types: TypeCache::new(),
+            received: start,
+            durable: start,
+            requested: start,
+            last_status: now,
+            last_idle_advance: now,
+            buffered_since: None,
+        })
+    }
+
+    /// Streams until shutdown or an error. Flushes go to `out`; `acks`
+    /// carries the positions the sink made durable (and checkpointed).
+    pub async fn run(
+        mut self,
+        out: mpsc::Sender<Flush>,
+        mut acks: watch::Receiver<Lsn>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let mut tick = tokio::time::interval(self.cfg.status_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self
+                .buffered_since
+                .map(|t| tokio::time::Instant::from_std(t + self.batch.max_delay));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                changed = acks.changed() => {
+                    if changed.is_err() {
+                        return Err(SourceError::NotReady("the sink stopped".into()));
+                    }
+                    let acked = *acks.borrow_and_update();
+                    if acked > self.durable {
+                        self.durable = acked;
+                        self.send_status(false).await?;
+                    }
+                }
+                _ = tick.tick() => self.send_status(false).await?,
+                _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks).await?,
+                data = self.repl.wire.next_copy_data() => {
+                    let Some(data) = data? else {
+                        return Err(SourceError::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the server ended the replication stream",
+                        )));
+                    };
+                    self.on_copy_data(data, &out, &mut acks).await?;
+                }
+            }
+        }
+        self.shutdown(&out, &mut acks).await
+    }
+
+    async fn on_copy_data(
+        &mut self,
+        data: Bytes,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        match parse_copy_data(data).map_err(|e| SourceError::Decode(e.to_string()))? {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.received = self.received.max(Lsn(wal_end));
+                self.on_message(wal_start, data, out, acks).await?;
+            }
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.received = self.received.max(Lsn(wal_end));
+                self.maybe_idle_advance(Lsn(wal_end), out, acks).await?;
+                if reply_requested {
+                    self.send_status(false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_message(
+        &mut self,
+        wal_start: u64,
+        data: Bytes,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        let in_stream = self.decoder.stream_xid();
+        let msg = self
+            .decoder
+            .decode(data.clone())
+            .map_err(|e| SourceError::Decode(e.to_string()))?;
+        match msg {
+            PgOutputMessage::StreamStart { .. } | PgOutputMessage::StreamStop => {}
+            PgOutputMessage::StreamAbort { xid, subxid, .. } => self.spill.abort(xid, subxid),
+            PgOutputMessage::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+                ..
+            } => {
+                self.replay_stream(xid, commit_lsn, end_lsn, commit_ts, out, acks)
+                    .await?;
+            }
+            msg if in_stream.is_some() => {
+                // A change of an in-progress transaction: hold it until its
+                // Stream Commit (or drop it at Stream Abort).
+                let xid = in_stream.unwrap_or_default();
+                drop(msg);
+                self.spill.append(xid, wal_start, data)?;
+            }
+            msg => self.apply(msg, Lsn(wal_start), out, acks).await?,
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        msg: PgOutputMessage,
+        wal_start: Lsn,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        if let PgOutputMessage::Relation(body) = &msg {
+            let missing = Assembler::missing_types(body, &self.types);
+            if !missing.is_empty() {
+                catalog::resolve_types(&self.catalog, &missing, &mut self.types).await?;
+            }
+        }
+        let step = self.assembler.handle(msg, wal_start, &self.types)?;
+        if self.buffered_since.is_none() && !self.assembler.is_idle() {
+            self.buffered_since = Some(Instant::now());
+        }
+        let full = self.assembler.buffered_rows() >= self.batch.max_rows
+            || (matches!(step, Step::Committed { .. })
+                && self.assembler.buffered_bytes() as u64 >= self.batch.max_bytes);
+        if full || self.rows_over_bytes_limit() {
+            self.flush(out, acks).await?;
+        }
+        Ok(())
+    }
+
+    /// Byte size is costly to compute, so it is sampled every 1024 rows.
+    fn rows_over_bytes_limit(&self) -> bool {
+        let rows = self.assembler.buffered_rows();
+        rows > 0 && rows % 1024 == 0 && self.assembler.buffered_bytes() as u64 >= self.batch.max_bytes
+    }
+
+    async fn replay_stream(
+        &mut self,
+        xid: u32,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_ts: i64,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        let (mut replay, aborted) = self.spill.take(xid)?;
+        // The held messages carry the streamed-block xid prefix.
+        let mut decoder = PgOutputDecoder::new(self.proto_version);
+        decoder
+            .decode(stream_start_message(xid))
+            .map_err(|e| SourceError::Decode(e.to_string()))?;
+        self.assembler.begin(commit_lsn, commit_ts);
+        while let Some((wal_start, data)) = replay.next_message()? {
+            let msg = decoder
+                .decode(data)
+                .map_err(|e| SourceError::Decode(e.to_string()))?;
+            if message_xid(&msg).is_some_and(|x| aborted.contains(&x)) {
+                continue;
+            }
+            self.apply(msg, Lsn(wal_start), out, acks).await?;
+        }
+        self.assembler.commit(end_lsn);
+        Ok(())
+    }
+
+    /// While nothing is buffered or in flight, confirm the server's WAL end
+    /// (through the checkpoint) so an idle or filtered slot does not pin WAL.
+    async fn maybe_idle_advance(
+        &mut self,
+        wal_end: Lsn,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        if !self.opts.confirm
+            || wal_end <= self.requested
+            || self.durable < self.requested
+            || !self.assembler.is_idle()
+            || !self.spill.is_empty()
+            || self.decoder.stream_xid().is_some()
+            || self.last_idle_advance.elapsed() < self.cfg.status_interval
+        {
+            return Ok(());
+        }
+        self.last_idle_advance = Instant::now();
+        tracing::debug!(lsn = %wal_end, "idle: advancing checkpoint to the server's WAL end");
+        let flush = Flush {
+            items: Vec::new(),
+            checkpoint: Some(wal_end),
+        };
+        self.send_flush(flush, out, acks).await
+    }
+
+    async fn flush(
+        &mut self,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        self.buffered_since = None;
+        let flush = self.assembler.take_flush();
+        if flush.items.is_empty() && flush.checkpoint.is_none() {
+            return Ok(());
+        }
+        self.send_flush(flush, out, acks).await
+    }
+
+    /// Hands a flush to the sink, waiting for room (backpressure) while
+    /// keeping the server's timeout at bay with status updates.
+    async fn send_flush(
+        &mut self,
+        flush: Flush,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        if let Some(c) = flush.checkpoint {
+            self.requested = self.requested.max(c);
+        }
+        let mut tick = tokio::time::interval(self.cfg.status_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                permit = out.reserve() => {
+                    let permit = permit.map_err(|_| SourceError::NotReady("the sink stopped".into()))?;
+                    permit.send(flush);
+                    return Ok(());
+                }
+                _ = acks.changed() => {
+                    let acked = *acks.borrow_and_update();
+                    self.durable = self.durable.max(acked);
+                }
+                _ = tick.tick() => self.send_status(false).await?,
+            }
+        }
+    }
+
+    /// Standby status update: written = received, flushed = applied = durable.
+    async fn send_status(&mut self, reply: bool) -> Result<(), SourceError> {
+        let confirmed = if self.opts.confirm {
+            self.durable
+        } else {
+            self.opts.resume.unwrap_or(Lsn::ZERO)
+        };
+        let msg = encode_standby_status(
+            self.received.0,
+            confirmed.0,
+            confirmed.0,
+            pg_now_micros(),
+            reply,
+        );
+        self.last_status = Instant::now();
+        self.repl.wire.send_copy_data(msg).await
+    }
+
+    async fn shutdown(
+        mut self,
+        out: &mpsc::Sender<Flush>,
+        acks: &mut watch::Receiver<Lsn>,
+    ) -> Result<(), SourceError> {
+        tracing::info!("source draining: flushing buffered changes");
+        self.flush(out, acks).await?;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_ACK_TIMEOUT;
+        while self.opts.confirm && self.durable < self.requested {
+            match tokio::time::timeout_at(deadline, acks.changed()).await {
+                Ok(Ok(())) => self.durable = self.durable.max(*acks.borrow_and_update()),
+                _ => break,
+            }
+        }
+        self.send_status(false).await?;
+        let _ = self.repl.wire.end_copy().await;
+        tracing::info!(confirmed = %self.durable, "source stopped");
+        Ok(())
+    }
+
+    pub fn durable(&self) -> Lsn {
+        self.durable
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn pg_now_micros() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    unix - PG_EPOCH_UNIX_MICROS
+}
+
+/// A Stream Start message, to put a replay decoder into streamed-block mode.
+fn stream_start_message(xid: u32) -> Bytes {
+    let mut b = BytesMut::with_capacity(6);
+    b.put_u8(b'S');
+    b.put_u32(xid);
+    b.put_u8(0);
+    b.freeze()
+}
+
+/// The (sub)transaction xid a streamed change carries.
+fn message_xid(msg: &PgOutputMessage) -> Option<u32> {
+    match msg {
+        PgOutputMessage::Insert { xid, .. }
+        | PgOutputMessage::Update { xid, .. }
+        | PgOutputMessage::Delete { xid, .. }
+        | PgOutputMessage::Truncate { xid, .. }
+        | PgOutputMessage::Type { xid, .. }
+        | PgOutputMessage::Message { xid, .. } => *xid,
+        PgOutputMessage::Relation(b) => b.xid,
+        _ => None,
+    }
+}
