@@ -71,7 +71,9 @@ pub enum DecodeError {
         available: usize,
     },
     /// A string field had no NUL terminator before the end of the message.
-    #[error("truncated {message} message: string {field} at offset {offset} has no terminating NUL")]
+    #[error(
+        "truncated {message} message: string {field} at offset {offset} has no terminating NUL"
+    )]
     UnterminatedString {
         /// Message type being decoded.
         message: &'static str,
@@ -593,7 +595,9 @@ impl PgOutputDecoder {
             b'b' => self.two_phase("Begin Prepare")?.begin_prepare(&msg)?,
             b'P' => self.two_phase("Prepare")?.prepare_like(&msg, tag)?,
             b'K' => self.two_phase("Commit Prepared")?.prepare_like(&msg, tag)?,
-            b'r' => self.two_phase("Rollback Prepared")?.rollback_prepared(&msg)?,
+            b'r' => self
+                .two_phase("Rollback Prepared")?
+                .rollback_prepared(&msg)?,
             b'p' => self.two_phase("Stream Prepare")?.prepare_like(&msg, tag)?,
             tag => return Err(DecodeError::UnknownTag { tag }),
         };
@@ -713,7 +717,11 @@ impl PgOutputDecoder {
         };
         let mut r = Reader::new(msg, 1, name);
         let flags = r.u8("flags")?;
-        let lsn = r.u64(if tag == b'K' { "commit LSN" } else { "prepare LSN" })?;
+        let lsn = r.u64(if tag == b'K' {
+            "commit LSN"
+        } else {
+            "prepare LSN"
+        })?;
         let end_lsn = r.u64("end LSN")?;
         let ts = r.i64("timestamp")?;
         let xid = r.u32("xid")?;
