@@ -59,7 +59,7 @@ impl RelationColumn {
 /// after its schema changed, and per streamed transaction).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationBody {
-    /// Xid of the streamed transaction (inside a streamed block only).
+    /// Inside a streamed block: xid of the (sub)transaction it belongs to.
     pub xid: Option<u32>,
     /// Relation OID: the id the change messages refer to.
     pub rel_id: u32,
@@ -107,7 +107,10 @@ pub const TRUNCATE_RESTART_IDENTITY: u8 = 2;
 /// One decoded pgoutput message. LSNs are raw `u64` WAL positions;
 /// timestamps are microseconds since 2000-01-01 00:00:00 UTC (add
 /// [`PG_EPOCH_UNIX_MICROS`] for Unix time). `xid: Option<u32>` fields are
-/// `Some` exactly inside a streamed block (protocol >= 2).
+/// `Some` exactly inside a streamed block (protocol >= 2); that xid is the one
+/// of the *subtransaction* that made the change when there is one (not the
+/// Stream Start xid): keep it, a Stream Abort with that `subxid` discards
+/// exactly those changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PgOutputMessage {
@@ -142,7 +145,7 @@ pub enum PgOutputMessage {
     Relation(RelationBody),
     /// `'Y'`: a non-builtin type used by a column.
     Type {
-        /// Streamed transaction xid, if inside a streamed block.
+        /// Inside a streamed block: xid of the (sub)transaction that made it.
         xid: Option<u32>,
         /// Type OID.
         type_oid: u32,
@@ -153,7 +156,7 @@ pub enum PgOutputMessage {
     },
     /// `'I'`: a row was inserted.
     Insert {
-        /// Streamed transaction xid, if inside a streamed block.
+        /// Inside a streamed block: xid of the (sub)transaction that made it.
         xid: Option<u32>,
         /// Relation OID.
         rel_id: u32,
@@ -162,7 +165,7 @@ pub enum PgOutputMessage {
     },
     /// `'U'`: a row was updated.
     Update {
-        /// Streamed transaction xid, if inside a streamed block.
+        /// Inside a streamed block: xid of the (sub)transaction that made it.
         xid: Option<u32>,
         /// Relation OID.
         rel_id: u32,
@@ -175,7 +178,7 @@ pub enum PgOutputMessage {
     },
     /// `'D'`: a row was deleted.
     Delete {
-        /// Streamed transaction xid, if inside a streamed block.
+        /// Inside a streamed block: xid of the (sub)transaction that made it.
         xid: Option<u32>,
         /// Relation OID.
         rel_id: u32,
@@ -184,7 +187,7 @@ pub enum PgOutputMessage {
     },
     /// `'T'`: tables were truncated.
     Truncate {
-        /// Streamed transaction xid, if inside a streamed block.
+        /// Inside a streamed block: xid of the (sub)transaction that made it.
         xid: Option<u32>,
         /// Option bits: [`TRUNCATE_CASCADE`], [`TRUNCATE_RESTART_IDENTITY`].
         options: u8,
@@ -193,7 +196,7 @@ pub enum PgOutputMessage {
     },
     /// `'M'`: a `pg_logical_emit_message` (requires `messages 'true'`).
     Message {
-        /// Streamed transaction xid, if inside a streamed block.
+        /// Inside a streamed block: xid of the (sub)transaction that made it.
         xid: Option<u32>,
         /// Whether the message is part of its transaction (flag bit 1);
         /// non-transactional ones arrive outside Begin/Commit.

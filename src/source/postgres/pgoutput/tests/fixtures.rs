@@ -293,7 +293,7 @@ fn truncate_several_tables_with_options() {
 #[test]
 fn logical_messages() {
     let m = decode_all(2, &fixture!("message_v2"));
-    assert_eq!(m.len(), 6);
+    assert_eq!(m.len(), 9);
     check_txn(&m[0], &m[4]);
     let PgOutputMessage::Message {
         xid: None,
@@ -325,6 +325,9 @@ fn logical_messages() {
     assert_eq!(prefix, "sluice.nontx");
     assert_eq!(content.as_ref(), [0x00, 0xff, 0x01]);
     assert!(*lsn >= end_lsn);
+    // then the transaction that flushed it
+    check_txn(&m[6], &m[8]);
+    assert_eq!(insert(&m[7]).2.get(1), Some(TupleValue::Binary(b"two")));
 }
 
 #[test]
