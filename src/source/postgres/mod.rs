@@ -1,8 +1,13 @@
 //! PostgreSQL source: logical replication, pgoutput decoding, type mapping.
 
+pub mod assembler;
+pub mod catalog;
 pub mod error;
+pub mod pgoutput;
+pub mod replication;
+pub mod spill;
+pub mod stream;
+pub mod types;
 pub mod wire;
 
 pub use error::{PgServerError, SourceError};
-pub mod catalog;
-pub mod replication;
