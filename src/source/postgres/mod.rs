@@ -1,1 +1,2 @@
 //! PostgreSQL source: logical replication, pgoutput decoding, type mapping.
+pub mod types;
