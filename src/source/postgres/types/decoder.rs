@@ -238,9 +238,9 @@ impl ColumnDecoder {
             self.append_null();
             return Ok(());
         };
-        let before = self.len();
         let r = self.binary(v);
-        if r.is_err() && self.len() == before {
+        // Scalar paths append nothing on error; list paths always close their row.
+        if r.is_err() && !matches!(self.inner, Inner::List(_)) {
             self.append_null();
         }
         r
@@ -252,9 +252,9 @@ impl ColumnDecoder {
             self.append_null();
             return Ok(());
         };
-        let before = self.len();
         let r = self.text(v);
-        if r.is_err() && self.len() == before {
+        // Scalar paths append nothing on error; list paths always close their row.
+        if r.is_err() && !matches!(self.inner, Inner::List(_)) {
             self.append_null();
         }
         r

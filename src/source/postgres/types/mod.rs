@@ -467,7 +467,7 @@ fn numeric_mapping(t: &PgType, opts: &TypeOptions) -> Result<ArrowMapping, TypeE
         } else {
             (p, s)
         };
-        if p >= 1 && p <= MAX_DECIMAL_PRECISION {
+        if (1..=MAX_DECIMAL_PRECISION).contains(&p) {
             return Ok(decimal(p as u8, s as i8));
         }
     }

@@ -178,7 +178,7 @@ impl<'a> Cur<'a> {
     }
 }
 
-/// `HH:MM:SS[.ffffff]` -> micros (hours 0..=24 when `max_hours`).
+/// `HH:MM[:SS[.ffffff]]` -> micros, at most 24:00:00.
 fn parse_time(c: &mut Cur<'_>) -> Res<i64> {
     let h = c.num(2)?;
     if !c.eat(b':') {
@@ -505,7 +505,7 @@ mod tests {
         );
         assert_eq!(
             interval_from_text(b"@ 1 year 2 hours 3.25 secs ago"),
-            Ok((-12, 0, -(7203_250_000_000)))
+            Ok((-12, 0, -7_203_250_000_000))
         );
         let mut s = String::new();
         write_offset(&mut s, -(3600 + 75));
