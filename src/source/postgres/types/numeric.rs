@@ -161,6 +161,7 @@ fn push_4(out: &mut String, d: u16) {
 pub(crate) trait DecInt: Copy {
     const ZERO: Self;
     fn mul10_add(self, d: u8) -> Self;
+    fn mul10000_add(self, d: u16) -> Self;
     fn mul_pow10(self, n: u32) -> Self;
     fn neg(self) -> Self;
 }
@@ -170,6 +171,10 @@ impl DecInt for i128 {
     #[inline]
     fn mul10_add(self, d: u8) -> Self {
         self * 10 + i128::from(d)
+    }
+    #[inline]
+    fn mul10000_add(self, d: u16) -> Self {
+        self * 10_000 + i128::from(d)
     }
     fn mul_pow10(self, n: u32) -> Self {
         self * 10i128.pow(n)
@@ -184,6 +189,11 @@ impl DecInt for i256 {
     #[inline]
     fn mul10_add(self, d: u8) -> Self {
         self.wrapping_mul(i256::from_i128(10))
+            .wrapping_add(i256::from_i128(i128::from(d)))
+    }
+    #[inline]
+    fn mul10000_add(self, d: u16) -> Self {
+        self.wrapping_mul(i256::from_i128(10_000))
             .wrapping_add(i256::from_i128(i128::from(d)))
     }
     fn mul_pow10(self, n: u32) -> Self {
@@ -257,6 +267,32 @@ impl<T: DecInt> Acc<T> {
         }
     }
 
+    /// A whole base-10000 digit whose lowest decimal digit is worth `10^low`, when that
+    /// digit is inside the scale (`low + scale >= 0`): one multiply instead of four.
+    #[inline]
+    fn push_group(&mut self, d: u16, low: i64) -> Result<(), FitError> {
+        let se = low + self.scale;
+        debug_assert!(se >= 0);
+        if self.nd > 0 {
+            self.nd += 4;
+        } else if d != 0 {
+            self.nd = match d {
+                1000.. => 4,
+                100.. => 3,
+                10.. => 2,
+                _ => 1,
+            };
+        }
+        if self.nd > self.precision {
+            return Err(FitError::Precision);
+        }
+        if self.nd > 0 {
+            self.acc = self.acc.mul10000_add(d);
+        }
+        self.last = Some(se);
+        Ok(())
+    }
+
     fn finish(self, negative: bool) -> Result<T, FitError> {
         if self.nd == 0 {
             return Ok(T::ZERO);
@@ -288,6 +324,10 @@ pub(crate) fn binary_to_decimal<T: DecInt>(
     for i in 0..n.ndigits() {
         let d = n.digit(i);
         let top = 4 * (weight - i as i64) + 3;
+        if top - 3 + i64::from(scale) >= 0 {
+            acc.push_group(d, top - 3)?;
+            continue;
+        }
         acc.push((d / 1000) as u8, top)?;
         acc.push((d / 100 % 10) as u8, top - 1)?;
         acc.push((d / 10 % 10) as u8, top - 2)?;

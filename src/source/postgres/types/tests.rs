@@ -876,6 +876,28 @@ fn text_only_forms() {
         (v.months, v.days, v.nanoseconds),
         (-14, -3, -14_706_789_000_000)
     );
+    // Real server output with bytea_output = escape and IntervalStyle = postgres_verbose.
+    let a = one("bytea", r"\000\377\\A");
+    assert_eq!(
+        a.as_any().downcast_ref::<BinaryArray>().unwrap().value(0),
+        [0, 255, b'\\', b'A']
+    );
+    for (txt, want) in [
+        (
+            "@ 10 mons 3 days 4 hours 5 mins 6.5 secs ago",
+            (-10, -3, -14_706_500_000_000),
+        ),
+        ("@ 1 day 1 sec", (0, 1, 1_000_000_000)),
+        ("@ 0.000001 secs ago", (0, 0, -1000)),
+    ] {
+        let a = one("interval", txt);
+        let v = a
+            .as_any()
+            .downcast_ref::<IntervalMonthDayNanoArray>()
+            .unwrap()
+            .value(0);
+        assert_eq!((v.months, v.days, v.nanoseconds), want, "{txt}");
+    }
     let a = one("money", "$1,234.56");
     assert_eq!(
         a.as_any()
@@ -911,4 +933,87 @@ fn text_only_forms() {
         (v.value(0), v.is_null(1), v.value(2), v.value(3)),
         ("a b", true, "NULL", "c,d")
     );
+}
+
+/// Truncated and corrupted inputs never panic, and every append adds exactly one row.
+#[test]
+fn malformed_inputs_do_not_panic() {
+    let opts = TypeOptions::default();
+    let mut seed: u32 = 0x1234_5678;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for &(ty, _, hex, txt, _) in PG_ROWS {
+        let m = arrow_type(&pg_type(ty), &opts).unwrap();
+        let mut d = ColumnDecoder::new(&m, 8);
+        let bin = unhex(hex);
+        let mut n = 0;
+        for cut in 0..bin.len().min(300) {
+            let _ = d.append_binary(Some(&bin[..cut]));
+            n += 1;
+        }
+        for cut in 0..txt.len().min(300) {
+            if txt.is_char_boundary(cut) {
+                let _ = d.append_text(Some(txt[..cut].as_bytes()));
+                n += 1;
+            }
+        }
+        for _ in 0..200 {
+            let mut b = bin.clone();
+            if !b.is_empty() {
+                let i = rnd() as usize % b.len();
+                b[i] = rnd() as u8;
+            }
+            let _ = d.append_binary(Some(&b));
+            let mut t = txt.as_bytes().to_vec();
+            if !t.is_empty() {
+                let i = rnd() as usize % t.len();
+                t[i] = b"{}\",\\ -:.x0"[rnd() as usize % 11];
+            }
+            let _ = d.append_text(Some(&t));
+            n += 2;
+        }
+        assert_eq!(d.len(), n, "{ty}");
+        let a = d.finish();
+        assert_eq!(a.len(), n);
+        a.to_data()
+            .validate_full()
+            .unwrap_or_else(|e| panic!("{ty}: {e}"));
+    }
+}
+
+/// Rough throughput check: `cargo test --lib types::tests::throughput -- --ignored --nocapture`
+/// (with `CARGO_PROFILE_TEST_OPT_LEVEL=3` for meaningful numbers).
+#[test]
+#[ignore]
+fn throughput() {
+    let opts = TypeOptions::default();
+    let cases: &[(&str, &str)] = &[
+        ("int8", row("int8", "9223").2),
+        ("numeric(38,9)", row("numeric(38,9)", "1234").2),
+        ("numeric", row("numeric", "-123.4500").2),
+        ("timestamptz", row("timestamptz", "2024").2),
+        ("text", row("text", "h").2),
+        ("uuid", row("uuid", "a0ee").2),
+        ("int4[]", row("int4[]", "{1,2,NULL").2),
+    ];
+    for &(ty, hex) in cases {
+        let m = arrow_type(&pg_type(ty), &opts).unwrap();
+        let v = unhex(hex);
+        let n = 1_000_000;
+        let mut d = ColumnDecoder::new(&m, 8192);
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            d.append_binary(Some(&v)).unwrap();
+            if i % 8192 == 8191 {
+                std::hint::black_box(d.finish());
+            }
+        }
+        std::hint::black_box(d.finish());
+        let s = t.elapsed().as_secs_f64();
+        println!("{ty:>14}: {:.1} M values/s", n as f64 / s / 1e6);
+    }
 }
