@@ -5,7 +5,10 @@ use crate::source::postgres::{catalog, SourceError};
 
 /// Drops the slot, the publication (unless kept) and the checkpoint database.
 /// Returns one line per action for the user.
-pub async fn drop_pipeline(config: &Config, keep_publication: bool) -> Result<Vec<String>, SourceError> {
+pub async fn drop_pipeline(
+    config: &Config,
+    keep_publication: bool,
+) -> Result<Vec<String>, SourceError> {
     let SourceConfig::Postgres(pg) = &config.source;
     let client = catalog::connect(&pg.conn).await?;
     let mut lines = Vec::new();

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, ListBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt64Builder,
-    UInt8Builder,
+    ArrayRef, ListBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt64Builder, UInt8Builder,
 };
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -63,8 +62,9 @@ impl TableBuilder {
             deleted: UInt8Builder::with_capacity(INITIAL_ROWS),
             commit_ts: TimestampMicrosecondBuilder::with_capacity(INITIAL_ROWS)
                 .with_timezone("UTC"),
-            unchanged: ListBuilder::new(UInt16Builder::new())
-                .with_field(Arc::new(Field::new_list_field(arrow::datatypes::DataType::UInt16, false))),
+            unchanged: ListBuilder::new(UInt16Builder::new()).with_field(Arc::new(
+                Field::new_list_field(arrow::datatypes::DataType::UInt16, false),
+            )),
             rows: 0,
         }
     }
@@ -111,7 +111,11 @@ impl TableBuilder {
 
     /// Approximate bytes held (for max_bytes).
     pub fn byte_size(&self) -> usize {
-        self.columns.iter().map(|c| c.byte_size_estimate()).sum::<usize>() + self.rows * 30
+        self.columns
+            .iter()
+            .map(|c| c.byte_size_estimate())
+            .sum::<usize>()
+            + self.rows * 30
     }
 
     /// The rows so far as one batch; the builder is empty afterwards.

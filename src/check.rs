@@ -68,7 +68,13 @@ pub async fn run(config: &Config) -> Report {
             let subject = "clickhouse";
             match clickhouse::server_version(ch).await {
                 Ok(v) => {
-                    report.ok(subject, format!("reachable at {} (ClickHouse {v}), user \"{}\" accepted", ch.url, ch.user));
+                    report.ok(
+                        subject,
+                        format!(
+                            "reachable at {} (ClickHouse {v}), user \"{}\" accepted",
+                            ch.url, ch.user
+                        ),
+                    );
                     match clickhouse::database_exists(ch).await {
                         Ok(true) => report.ok(subject, format!("database `{}` exists", ch.database)),
                         Ok(false) => report.ok(
@@ -82,7 +88,13 @@ pub async fn run(config: &Config) -> Report {
             }
         }
         SinkConfig::Kafka(k) => match kafka::broker_count(k).await {
-            Ok(n) => report.ok("kafka", format!("brokers {} reachable ({n} broker(s) in the cluster)", k.brokers)),
+            Ok(n) => report.ok(
+                "kafka",
+                format!(
+                    "brokers {} reachable ({n} broker(s) in the cluster)",
+                    k.brokers
+                ),
+            ),
             Err(e) => report.fail("kafka", e.to_string()),
         },
     }
@@ -107,7 +119,10 @@ async fn check_postgres(cfg: &PostgresSourceConfig, report: &mut Report) {
     };
     report.ok(
         subject,
-        format!("reachable at {} (PostgreSQL {}), credentials accepted", cfg.conn, settings.version),
+        format!(
+            "reachable at {} (PostgreSQL {}), credentials accepted",
+            cfg.conn, settings.version
+        ),
     );
     if settings.wal_level == "logical" {
         report.ok(subject, "wal_level = logical");
@@ -121,7 +136,13 @@ async fn check_postgres(cfg: &PostgresSourceConfig, report: &mut Report) {
         );
     }
     if settings.version_num < 140000 {
-        report.fail(subject, format!("PostgreSQL {} is too old: sluice needs 14 or newer", settings.version));
+        report.fail(
+            subject,
+            format!(
+                "PostgreSQL {} is too old: sluice needs 14 or newer",
+                settings.version
+            ),
+        );
     }
 
     let slot = catalog::slot(&client, &cfg.slot).await;
@@ -131,31 +152,84 @@ async fn check_postgres(cfg: &PostgresSourceConfig, report: &mut Report) {
             if s.plugin.as_deref() != Some("pgoutput") {
                 report.fail(subject, format!("slot \"{}\" exists but uses plugin {:?}, not pgoutput: drop it or choose another slot name", cfg.slot, s.plugin.unwrap_or_default()));
             } else if s.database.as_deref() != Some(cfg.conn.dbname.as_str()) {
-                report.fail(subject, format!("slot \"{}\" belongs to database {:?}, not {:?}", cfg.slot, s.database.unwrap_or_default(), cfg.conn.dbname));
+                report.fail(
+                    subject,
+                    format!(
+                        "slot \"{}\" belongs to database {:?}, not {:?}",
+                        cfg.slot,
+                        s.database.unwrap_or_default(),
+                        cfg.conn.dbname
+                    ),
+                );
             } else if s.wal_status.as_deref() == Some("lost") {
                 report.fail(subject, format!("slot \"{}\" was invalidated (WAL removed, see max_slot_wal_keep_size): drop it with `sluice drop` and resync", cfg.slot));
             } else if let Some(pid) = s.active_pid {
-                report.fail(subject, format!("slot \"{}\" is in use by another process (pid {pid})", cfg.slot));
+                report.fail(
+                    subject,
+                    format!(
+                        "slot \"{}\" is in use by another process (pid {pid})",
+                        cfg.slot
+                    ),
+                );
             } else {
-                report.ok(subject, format!("slot \"{}\" exists (confirmed up to {})", cfg.slot, s.confirmed_flush_lsn.map(|l| l.to_string()).unwrap_or_else(|| "-".into())));
+                report.ok(
+                    subject,
+                    format!(
+                        "slot \"{}\" exists (confirmed up to {})",
+                        cfg.slot,
+                        s.confirmed_flush_lsn
+                            .map(|l| l.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                );
             }
         }
-        Ok(None) if !cfg.create_slot => report.fail(subject, format!("slot \"{}\" does not exist and create_slot = false", cfg.slot)),
+        Ok(None) if !cfg.create_slot => report.fail(
+            subject,
+            format!(
+                "slot \"{}\" does not exist and create_slot = false",
+                cfg.slot
+            ),
+        ),
         Ok(None) => {}
         Err(e) => report.fail(subject, e.to_string()),
     }
     if !slot_exists {
         let free = settings.max_replication_slots - settings.used_replication_slots;
         if free > 0 {
-            report.ok(subject, format!("max_replication_slots has room ({} of {} used)", settings.used_replication_slots, settings.max_replication_slots));
+            report.ok(
+                subject,
+                format!(
+                    "max_replication_slots has room ({} of {} used)",
+                    settings.used_replication_slots, settings.max_replication_slots
+                ),
+            );
         } else {
-            report.fail(subject, format!("max_replication_slots is full ({} of {} used): raise it or drop unused slots", settings.used_replication_slots, settings.max_replication_slots));
+            report.fail(
+                subject,
+                format!(
+                    "max_replication_slots is full ({} of {} used): raise it or drop unused slots",
+                    settings.used_replication_slots, settings.max_replication_slots
+                ),
+            );
         }
     }
     if settings.used_wal_senders < settings.max_wal_senders {
-        report.ok(subject, format!("max_wal_senders has room ({} of {} used)", settings.used_wal_senders, settings.max_wal_senders));
+        report.ok(
+            subject,
+            format!(
+                "max_wal_senders has room ({} of {} used)",
+                settings.used_wal_senders, settings.max_wal_senders
+            ),
+        );
     } else {
-        report.fail(subject, format!("max_wal_senders is full ({} of {} used): raise it", settings.used_wal_senders, settings.max_wal_senders));
+        report.fail(
+            subject,
+            format!(
+                "max_wal_senders is full ({} of {} used): raise it",
+                settings.used_wal_senders, settings.max_wal_senders
+            ),
+        );
     }
 
     let role = match catalog::current_role(&client).await {
@@ -168,7 +242,14 @@ async fn check_postgres(cfg: &PostgresSourceConfig, report: &mut Report) {
     if role.superuser || role.replication {
         report.ok(subject, format!("user \"{}\" may replicate", cfg.conn.user));
     } else {
-        report.fail(subject, format!("user \"{}\" may not replicate: ALTER ROLE {} WITH REPLICATION", cfg.conn.user, crate::config::quote_ident(&cfg.conn.user)));
+        report.fail(
+            subject,
+            format!(
+                "user \"{}\" may not replicate: ALTER ROLE {} WITH REPLICATION",
+                cfg.conn.user,
+                crate::config::quote_ident(&cfg.conn.user)
+            ),
+        );
     }
 
     let mut all_owned = true;
@@ -178,7 +259,13 @@ async fn check_postgres(cfg: &PostgresSourceConfig, report: &mut Report) {
             Ok(Some(info)) => {
                 all_owned &= info.owned_by_current_user;
                 if !info.primary_key.is_empty() {
-                    report.ok(subject, format!("table {t} exists, primary key ({})", info.primary_key.join(", ")));
+                    report.ok(
+                        subject,
+                        format!(
+                            "table {t} exists, primary key ({})",
+                            info.primary_key.join(", ")
+                        ),
+                    );
                 } else if info.replica_identity == ReplicaIdentity::Full {
                     report.ok(subject, format!("table {t} exists, no primary key but REPLICA IDENTITY FULL (rows are keyed by all columns)"));
                 } else if info.identifies_rows() {

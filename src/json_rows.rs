@@ -20,20 +20,88 @@ pub fn value(array: &ArrayRef, row: usize) -> Value {
         return Value::Null;
     }
     match array.data_type() {
-        DataType::Boolean => Value::Bool(array.as_any().downcast_ref::<BooleanArray>().unwrap().value(row)),
-        DataType::Int16 => Value::from(array.as_any().downcast_ref::<Int16Array>().unwrap().value(row)),
-        DataType::Int32 => Value::from(array.as_any().downcast_ref::<Int32Array>().unwrap().value(row)),
-        DataType::Int64 => Value::from(array.as_any().downcast_ref::<Int64Array>().unwrap().value(row)),
-        DataType::UInt8 => Value::from(array.as_any().downcast_ref::<UInt8Array>().unwrap().value(row)),
-        DataType::UInt16 => Value::from(array.as_any().downcast_ref::<UInt16Array>().unwrap().value(row)),
-        DataType::UInt32 => Value::from(array.as_any().downcast_ref::<UInt32Array>().unwrap().value(row)),
-        DataType::UInt64 => Value::from(array.as_any().downcast_ref::<UInt64Array>().unwrap().value(row)),
-        DataType::Float32 => float(array.as_any().downcast_ref::<Float32Array>().unwrap().value(row) as f64),
-        DataType::Float64 => float(array.as_any().downcast_ref::<Float64Array>().unwrap().value(row)),
+        DataType::Boolean => Value::Bool(
+            array
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::Int16 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<Int16Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::Int32 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::Int64 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::UInt8 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<UInt8Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::UInt16 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<UInt16Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::UInt32 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::UInt64 => Value::from(
+            array
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .unwrap()
+                .value(row),
+        ),
+        DataType::Float32 => float(
+            array
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .value(row) as f64,
+        ),
+        DataType::Float64 => float(
+            array
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(row),
+        ),
         DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_owned()),
-        DataType::Binary => Value::String(hex(array.as_any().downcast_ref::<BinaryArray>().unwrap().value(row))),
+        DataType::Binary => Value::String(hex(array
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .unwrap()
+            .value(row))),
         DataType::FixedSizeBinary(16) => {
-            let b = array.as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap().value(row);
+            let b = array
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .unwrap()
+                .value(row);
             match <&[u8; 16]>::try_from(b) {
                 Ok(u) => Value::String(crate::source::postgres::types::format_uuid(u)),
                 Err(_) => Value::String(hex(b)),

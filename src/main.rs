@@ -12,7 +12,10 @@ const EXIT_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -71,7 +74,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = config::load(&args.config)?;
             let from = match from_lsn {
-                Some(s) => Some(s.parse().map_err(|e: String| anyhow::anyhow!("--from-lsn: {e}"))?),
+                Some(s) => Some(
+                    s.parse()
+                        .map_err(|e: String| anyhow::anyhow!("--from-lsn: {e}"))?,
+                ),
                 None => None,
             };
             sluice::tail::run(&cfg, from, limit).await?;

@@ -64,7 +64,11 @@ pub fn flush_lines(flush: &Flush) -> Vec<Value> {
     lines
 }
 
-pub async fn run(config: &Config, from: Option<Lsn>, limit: Option<u64>) -> Result<(), SourceError> {
+pub async fn run(
+    config: &Config,
+    from: Option<Lsn>,
+    limit: Option<u64>,
+) -> Result<(), SourceError> {
     let SourceConfig::Postgres(pg) = &config.source;
     let batch = BatchConfig {
         max_delay: TAIL_MAX_DELAY,

@@ -23,7 +23,9 @@ pub fn client(cfg: &ClickHouseSinkConfig) -> Client {
 /// The `Code: N` of a ClickHouse exception message, if any.
 pub fn error_code(message: &str) -> Option<u32> {
     let rest = &message[message.find("Code: ")? + 6..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
 
@@ -81,11 +83,21 @@ mod tests {
 
     #[test]
     fn parses_error_codes() {
-        assert_eq!(error_code("Code: 60. DB::Exception: Table x doesn't exist"), Some(60));
-        assert_eq!(error_code("bad response: Code: 516. DB::Exception: auth"), Some(516));
+        assert_eq!(
+            error_code("Code: 60. DB::Exception: Table x doesn't exist"),
+            Some(60)
+        );
+        assert_eq!(
+            error_code("bad response: Code: 516. DB::Exception: auth"),
+            Some(516)
+        );
         assert_eq!(error_code("no code here"), None);
-        assert!(is_retryable_message("Code: 252. DB::Exception: Too many parts"));
-        assert!(!is_retryable_message("Code: 62. DB::Exception: Syntax error"));
+        assert!(is_retryable_message(
+            "Code: 252. DB::Exception: Too many parts"
+        ));
+        assert!(!is_retryable_message(
+            "Code: 62. DB::Exception: Syntax error"
+        ));
     }
 
     #[test]

@@ -37,7 +37,9 @@ struct Txn {
 pub enum Step {
     Continue,
     /// A transaction ended; `end_lsn` may be checkpointed once flushed.
-    Committed { end_lsn: Lsn },
+    Committed {
+        end_lsn: Lsn,
+    },
 }
 
 pub struct Assembler {
@@ -295,7 +297,9 @@ impl Assembler {
         wal_start: Lsn,
     ) -> Result<(), SourceError> {
         let Some(txn) = &self.txn else {
-            return Err(SourceError::Protocol("row change outside a transaction".into()));
+            return Err(SourceError::Protocol(
+                "row change outside a transaction".into(),
+            ));
         };
         if txn.skip {
             return Ok(());
@@ -384,7 +388,8 @@ impl Assembler {
 fn same_value(a: &TupleValue<'_>, b: &TupleValue<'_>) -> bool {
     match (a, b) {
         (TupleValue::Null, TupleValue::Null) => true,
-        (TupleValue::Binary(x), TupleValue::Binary(y)) | (TupleValue::Text(x), TupleValue::Text(y)) => x == y,
+        (TupleValue::Binary(x), TupleValue::Binary(y))
+        | (TupleValue::Text(x), TupleValue::Text(y)) => x == y,
         // Key columns are never TOAST-unchanged in practice; treat as same.
         (TupleValue::UnchangedToast, _) | (_, TupleValue::UnchangedToast) => true,
         _ => false,

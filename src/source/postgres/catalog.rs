@@ -172,7 +172,10 @@ pub struct PublicationInfo {
 
 pub async fn publication(c: &Client, name: &str) -> Result<Option<PublicationInfo>, SourceError> {
     let Some(row) = c
-        .query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&name])
+        .query_opt(
+            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
         .await?
     else {
         return Ok(None);
@@ -281,8 +284,12 @@ pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceErro
 }
 
 pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
-    let row = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?;
-    row.get::<_, String>(0).parse().map_err(SourceError::Protocol)
+    let row = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?;
+    row.get::<_, String>(0)
+        .parse()
+        .map_err(SourceError::Protocol)
 }
 
 /// Drops the slot if it exists; true when something was dropped.
@@ -312,23 +319,6 @@ pub async fn drop_publication(c: &Client, name: &str) -> Result<bool, SourceErro
     Ok(true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publication_sql_quotes_names() {
-        let sql = create_publication_sql(
-            "p\"x",
-            &[TableName::new("public", "orders"), TableName::new("My S", "a.b")],
-        );
-        assert_eq!(
-            sql,
-            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\""
-        );
-    }
-}
-
 /// Resolves type OIDs (with their domain bases and array elements) from
 /// pg_type into `cache`.
 pub async fn resolve_types(
@@ -350,7 +340,11 @@ pub async fn resolve_types(
         len: i16,
     }
     let mut raw: HashMap<u32, Raw> = HashMap::new();
-    let mut todo: Vec<u32> = oids.iter().copied().filter(|o| !cache.contains_key(o)).collect();
+    let mut todo: Vec<u32> = oids
+        .iter()
+        .copied()
+        .filter(|o| !cache.contains_key(o))
+        .collect();
     while !todo.is_empty() {
         let rows = c
             .query(
@@ -428,4 +422,24 @@ pub async fn resolve_types(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_sql_quotes_names() {
+        let sql = create_publication_sql(
+            "p\"x",
+            &[
+                TableName::new("public", "orders"),
+                TableName::new("My S", "a.b"),
+            ],
+        );
+        assert_eq!(
+            sql,
+            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\""
+        );
+    }
 }

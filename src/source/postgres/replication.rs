@@ -62,7 +62,10 @@ pub fn max_proto_version(server: ServerVersion) -> u32 {
 pub fn start_replication_sql(slot: &str, start: Lsn, o: &StartOptions) -> String {
     let mut opts = vec![
         format!("proto_version '{}'", o.proto_version),
-        format!("publication_names {}", quote_literal(&quote_ident(&o.publication))),
+        format!(
+            "publication_names {}",
+            quote_literal(&quote_ident(&o.publication))
+        ),
     ];
     if o.streaming && o.proto_version >= 2 {
         opts.push("streaming 'on'".into());
@@ -129,7 +132,9 @@ impl ReplicationConnection {
             name: name.to_owned(),
             consistent_point: r
                 .first("consistent_point")
-                .ok_or_else(|| SourceError::Protocol("slot created without consistent_point".into()))?
+                .ok_or_else(|| {
+                    SourceError::Protocol("slot created without consistent_point".into())
+                })?
                 .parse()
                 .map_err(SourceError::Protocol)?,
             snapshot_name: r.first("snapshot_name").map(str::to_owned),
@@ -149,12 +154,7 @@ impl ReplicationConnection {
         self.wire.start_copy_both(&sql).await.map_err(|e| match e {
             SourceError::Server(ref s) if s.code == "55006" => SourceError::SlotInUse {
                 slot: slot.to_owned(),
-                pid: s
-                    .message
-                    .rsplit(' ')
-                    .next()
-                    .unwrap_or("?")
-                    .to_owned(),
+                pid: s.message.rsplit(' ').next().unwrap_or("?").to_owned(),
             },
             SourceError::Server(ref s) if s.code == "42704" => SourceError::SlotMissing {
                 slot: slot.to_owned(),

@@ -176,7 +176,10 @@ mod tests {
         let (replay, aborted) = s.take(7).unwrap();
         let msgs = drain(replay);
         assert_eq!(msgs.len(), 50);
-        assert!(msgs.iter().enumerate().all(|(i, (l, m))| *l == i as u64 && m[0] == i as u8));
+        assert!(msgs
+            .iter()
+            .enumerate()
+            .all(|(i, (l, m))| *l == i as u64 && m[0] == i as u8));
         assert!(aborted.contains(&99));
         assert!(!dir.path().join("spill/xid-7.spill").exists());
         s.abort(8, 8);

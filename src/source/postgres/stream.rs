@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::assembler::{Assembler, Step, TypeCache};
+use super::assembler::{Assembler, TypeCache};
 use super::catalog;
 use super::error::SourceError;
 use super::pgoutput::{
@@ -60,8 +60,13 @@ pub async fn prepare(
     repl: &mut ReplicationConnection,
     snapshot: SlotSnapshot,
 ) -> Result<Option<CreatedSlot>, SourceError> {
-    catalog::ensure_publication(catalog_client, &cfg.publication, &cfg.tables, cfg.create_publication)
-        .await?;
+    catalog::ensure_publication(
+        catalog_client,
+        &cfg.publication,
+        &cfg.tables,
+        cfg.create_publication,
+    )
+    .await?;
     match catalog::slot(catalog_client, &cfg.slot).await? {
         Some(s) => {
             if s.plugin.as_deref() != Some("pgoutput") {
@@ -111,6 +116,7 @@ pub struct Session {
     last_status: Instant,
     last_idle_advance: Instant,
     buffered_since: Option<Instant>,
+    buffered_wire_bytes: u64,
 }
 
 impl Session {
@@ -164,6 +170,7 @@ impl Session {
             last_status: now,
             last_idle_advance: now,
             buffered_since: None,
+            buffered_wire_bytes: 0,
         })
     }
 
@@ -273,7 +280,10 @@ impl Session {
                 drop(msg);
                 self.spill.append(xid, wal_start, data)?;
             }
-            msg => self.apply(msg, Lsn(wal_start), out, acks).await?,
+            msg => {
+                self.apply(msg, data.len(), Lsn(wal_start), out, acks)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -281,6 +291,7 @@ impl Session {
     async fn apply(
         &mut self,
         msg: PgOutputMessage,
+        wire_len: usize,
         wal_start: Lsn,
         out: &mpsc::Sender<Flush>,
         acks: &mut watch::Receiver<Lsn>,
@@ -291,23 +302,19 @@ impl Session {
                 catalog::resolve_types(&self.catalog, &missing, &mut self.types).await?;
             }
         }
-        let step = self.assembler.handle(msg, wal_start, &self.types)?;
+        self.assembler.handle(msg, wal_start, &self.types)?;
+        // Wire size approximates Arrow size closely enough for max_bytes,
+        // and costs nothing to track.
+        self.buffered_wire_bytes += wire_len as u64;
         if self.buffered_since.is_none() && !self.assembler.is_idle() {
             self.buffered_since = Some(Instant::now());
         }
-        let full = self.assembler.buffered_rows() >= self.batch.max_rows
-            || (matches!(step, Step::Committed { .. })
-                && self.assembler.buffered_bytes() as u64 >= self.batch.max_bytes);
-        if full || self.rows_over_bytes_limit() {
+        if self.assembler.buffered_rows() >= self.batch.max_rows
+            || self.buffered_wire_bytes >= self.batch.max_bytes
+        {
             self.flush(out, acks).await?;
         }
         Ok(())
-    }
-
-    /// Byte size is costly to compute, so it is sampled every 1024 rows.
-    fn rows_over_bytes_limit(&self) -> bool {
-        let rows = self.assembler.buffered_rows();
-        rows > 0 && rows % 1024 == 0 && self.assembler.buffered_bytes() as u64 >= self.batch.max_bytes
     }
 
     async fn replay_stream(
@@ -327,13 +334,14 @@ impl Session {
             .map_err(|e| SourceError::Decode(e.to_string()))?;
         self.assembler.begin(commit_lsn, commit_ts);
         while let Some((wal_start, data)) = replay.next_message()? {
+            let wire_len = data.len();
             let msg = decoder
                 .decode(data)
                 .map_err(|e| SourceError::Decode(e.to_string()))?;
             if message_xid(&msg).is_some_and(|x| aborted.contains(&x)) {
                 continue;
             }
-            self.apply(msg, Lsn(wal_start), out, acks).await?;
+            self.apply(msg, wire_len, Lsn(wal_start), out, acks).await?;
         }
         self.assembler.commit(end_lsn);
         Ok(())
@@ -372,6 +380,7 @@ impl Session {
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         self.buffered_since = None;
+        self.buffered_wire_bytes = 0;
         let flush = self.assembler.take_flush();
         if flush.items.is_empty() && flush.checkpoint.is_none() {
             return Ok(());
