@@ -982,36 +982,3 @@ fn malformed_inputs_do_not_panic() {
             .unwrap_or_else(|e| panic!("{ty}: {e}"));
     }
 }
-
-/// Rough throughput check: `cargo test --lib types::tests::throughput -- --ignored --nocapture`
-/// (with `CARGO_PROFILE_TEST_OPT_LEVEL=3` for meaningful numbers).
-#[test]
-#[ignore]
-fn throughput() {
-    let opts = TypeOptions::default();
-    let cases: &[(&str, &str)] = &[
-        ("int8", row("int8", "9223").2),
-        ("numeric(38,9)", row("numeric(38,9)", "1234").2),
-        ("numeric", row("numeric", "-123.4500").2),
-        ("timestamptz", row("timestamptz", "2024").2),
-        ("text", row("text", "h").2),
-        ("uuid", row("uuid", "a0ee").2),
-        ("int4[]", row("int4[]", "{1,2,NULL").2),
-    ];
-    for &(ty, hex) in cases {
-        let m = arrow_type(&pg_type(ty), &opts).unwrap();
-        let v = unhex(hex);
-        let n = 1_000_000;
-        let mut d = ColumnDecoder::new(&m, 8192);
-        let t = std::time::Instant::now();
-        for i in 0..n {
-            d.append_binary(Some(&v)).unwrap();
-            if i % 8192 == 8191 {
-                std::hint::black_box(d.finish());
-            }
-        }
-        std::hint::black_box(d.finish());
-        let s = t.elapsed().as_secs_f64();
-        println!("{ty:>14}: {:.1} M values/s", n as f64 / s / 1e6);
-    }
-}
