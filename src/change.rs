@@ -65,7 +65,13 @@ pub struct ColumnInfo {
     /// The PostgreSQL type name (for DDL decisions and messages).
     pub pg_type: String,
     pub data_type: DataType,
+    /// Part of the replica identity (the primary key, or every column
+    /// under REPLICA IDENTITY FULL).
     pub is_key: bool,
+    /// False for NOT NULL columns.
+    pub nullable: bool,
+    /// An enum type (or array/domain of one).
+    pub is_enum: bool,
 }
 
 /// A table's shape: its columns in source order and which form the key.

@@ -107,6 +107,16 @@ pub struct RawClickHouseSink {
     pub user: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<String>,
+    /// "schema.table" -> target table name in the sink database.
+    pub table_names: Option<BTreeMap<String, String>>,
+    /// "truncate" (default) or "ignore".
+    pub on_truncate: Option<String>,
+    /// "keep" (default) or "drop".
+    pub on_drop_column: Option<String>,
+    /// "String" (default) or "JSON".
+    pub json_type: Option<String>,
+    /// Tables without a primary key (REPLICA IDENTITY FULL): "full_row" (default) or "append_only".
+    pub tables_without_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +262,58 @@ pub struct ClickHouseSinkConfig {
     pub database: String,
     pub user: String,
     pub password: Secret,
+    /// Target table names that differ from the default
+    /// (`public.t` -> `t`, `s.t` -> `s_t`).
+    pub table_names: BTreeMap<TableName, String>,
+    pub on_truncate: TruncateMode,
+    pub on_drop_column: DropColumnMode,
+    pub json_type: JsonType,
+    pub tables_without_key: NoKeyMode,
+}
+
+impl ClickHouseSinkConfig {
+    /// The ClickHouse table a source table lands in.
+    pub fn target_table(&self, t: &TableName) -> String {
+        if let Some(n) = self.table_names.get(t) {
+            return n.clone();
+        }
+        if t.schema == "public" {
+            t.name.clone()
+        } else {
+            format!("{}_{}", t.schema, t.name)
+        }
+    }
+}
+
+/// What a TRUNCATE in PostgreSQL does to the ClickHouse table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruncateMode {
+    Truncate,
+    /// Logged and otherwise ignored: the ClickHouse table keeps its rows.
+    Ignore,
+}
+
+/// What a dropped PostgreSQL column does to the ClickHouse table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropColumnMode {
+    /// The column stays; new rows get its default.
+    Keep,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    String,
+    Json,
+}
+
+/// How tables without a primary key (REPLICA IDENTITY FULL) are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoKeyMode {
+    /// ReplacingMergeTree ordered by every column.
+    FullRow,
+    /// Plain MergeTree: every change is appended as a row.
+    AppendOnly,
 }
 
 #[derive(Debug, Clone)]

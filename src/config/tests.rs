@@ -284,3 +284,39 @@ fn example_configs_in_repo_are_valid() {
     }
     assert!(seen >= 2, "expected example configs in {}", dir.display());
 }
+
+#[test]
+fn clickhouse_table_options() {
+    let text = GOOD.replace(
+        "password = \"${CLICKHOUSE_PASSWORD}\"",
+        "password = \"x\"\non_truncate = \"ignore\"\non_drop_column = \"drop\"\ntable_names = { \"public.orders\" = \"orders_v2\" }",
+    );
+    let cfg = check(&text).unwrap();
+    let SinkConfig::ClickHouse(ch) = &cfg.sink else {
+        panic!()
+    };
+    assert_eq!(ch.on_truncate, TruncateMode::Ignore);
+    assert_eq!(ch.on_drop_column, DropColumnMode::Drop);
+    assert_eq!(ch.json_type, JsonType::String);
+    assert_eq!(
+        ch.target_table(&TableName::new("public", "orders")),
+        "orders_v2"
+    );
+    assert_eq!(
+        ch.target_table(&TableName::new("public", "customers")),
+        "customers"
+    );
+    assert_eq!(
+        ch.target_table(&TableName::new("sales", "items")),
+        "sales_items"
+    );
+
+    let e = error_of(&GOOD.replace(
+        "database = \"shop\"",
+        "database = \"shop\"\non_truncate = \"explode\"",
+    ));
+    assert!(
+        e.contains("sink.clickhouse.on_truncate: `explode` is not one of \"truncate\", \"ignore\""),
+        "{e}"
+    );
+}

@@ -395,11 +395,60 @@ fn clickhouse_sink(c: &mut Checker<'_>, raw: &RawClickHouseSink) -> Option<Click
             raw.password_file.as_ref(),
         )
         .unwrap_or_default();
+    let mut table_names = BTreeMap::new();
+    for (k, v) in raw.table_names.iter().flatten() {
+        let key = format!("sink.clickhouse.table_names.\"{k}\"");
+        match TableName::parse(k) {
+            Ok(t) if v.trim().is_empty() => c.err(&key, format!("target name for {t} is empty")),
+            Ok(t) => {
+                table_names.insert(t, v.clone());
+            }
+            Err(e) => c.err(&key, e),
+        }
+    }
+    let on_truncate = choice(
+        c,
+        "sink.clickhouse.on_truncate",
+        raw.on_truncate.as_deref(),
+        &[
+            ("truncate", TruncateMode::Truncate),
+            ("ignore", TruncateMode::Ignore),
+        ],
+    );
+    let on_drop_column = choice(
+        c,
+        "sink.clickhouse.on_drop_column",
+        raw.on_drop_column.as_deref(),
+        &[
+            ("keep", DropColumnMode::Keep),
+            ("drop", DropColumnMode::Drop),
+        ],
+    );
+    let json_type = choice(
+        c,
+        "sink.clickhouse.json_type",
+        raw.json_type.as_deref(),
+        &[("String", JsonType::String), ("JSON", JsonType::Json)],
+    );
+    let tables_without_key = choice(
+        c,
+        "sink.clickhouse.tables_without_key",
+        raw.tables_without_key.as_deref(),
+        &[
+            ("full_row", NoKeyMode::FullRow),
+            ("append_only", NoKeyMode::AppendOnly),
+        ],
+    );
     Some(ClickHouseSinkConfig {
         url: url?.trim_end_matches('/').to_string(),
         database,
         user,
         password,
+        table_names,
+        on_truncate,
+        on_drop_column,
+        json_type,
+        tables_without_key,
     })
 }
 
@@ -474,4 +523,22 @@ fn metrics(c: &mut Checker<'_>, raw: Option<&RawMetrics>) -> MetricsConfig {
             }
         });
     MetricsConfig { listen }
+}
+
+/// One of a fixed set of words; the first is the default.
+fn choice<T: Copy>(
+    c: &mut Checker<'_>,
+    key: &str,
+    value: Option<&str>,
+    options: &[(&str, T)],
+) -> T {
+    let Some(v) = value else { return options[0].1 };
+    match options.iter().find(|(name, _)| *name == v) {
+        Some((_, t)) => *t,
+        None => {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            c.err(key, format!("`{v}` is not one of {}", names.join(", ")));
+            options[0].1
+        }
+    }
 }

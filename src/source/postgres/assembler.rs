@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::error::SourceError;
 use super::pgoutput::{OldTuple, PgOutputMessage, RelationBody, TupleData, TupleValue};
-use super::types::{arrow_type, ArrowMapping, PgType, TypeOptions};
+use super::types::{arrow_type, ArrowMapping, PgType, PgTypeKind, TypeOptions};
 use crate::batch::{is_reserved_column, RowMeta, TableBuilder};
 use crate::change::{ColumnInfo, Flush, SinkItem, TableShape, OP_DELETE, OP_INSERT, OP_UPDATE};
 use crate::config::TableName;
@@ -18,6 +18,14 @@ pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// Resolved column types by OID, filled by the caller from the catalog.
 pub type TypeCache = HashMap<u32, PgType>;
+
+/// What the caller looked up in the catalog for the Relations it hands over.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    pub types: TypeCache,
+    /// Per table OID, the columns declared NOT NULL.
+    pub not_null: HashMap<u32, HashSet<String>>,
+}
 
 struct Relation {
     shape: Arc<TableShape>,
@@ -115,7 +123,7 @@ impl Assembler {
         &mut self,
         msg: PgOutputMessage,
         wal_start: Lsn,
-        types: &TypeCache,
+        catalog: &CatalogCache,
     ) -> Result<Step, SourceError> {
         match msg {
             PgOutputMessage::Begin {
@@ -124,7 +132,7 @@ impl Assembler {
                 ..
             } => self.begin(final_lsn, commit_ts),
             PgOutputMessage::Commit { end_lsn, .. } => return Ok(self.commit(end_lsn)),
-            PgOutputMessage::Relation(body) => self.relation(body, types)?,
+            PgOutputMessage::Relation(body) => self.relation(body, catalog)?,
             PgOutputMessage::Insert { rel_id, new, .. } => {
                 self.row(rel_id, &new, None, OP_INSERT, wal_start)?
             }
@@ -166,7 +174,9 @@ impl Assembler {
         self.txn = None;
     }
 
-    fn relation(&mut self, body: RelationBody, types: &TypeCache) -> Result<(), SourceError> {
+    fn relation(&mut self, body: RelationBody, catalog: &CatalogCache) -> Result<(), SourceError> {
+        let types = &catalog.types;
+        let not_null = catalog.not_null.get(&body.rel_id);
         let table = TableName::new(body.namespace.clone(), body.name.clone());
         if !self.tables.contains(&table) {
             self.relations.remove(&body.rel_id);
@@ -188,6 +198,9 @@ impl Assembler {
                 ))
             })?;
             ty.typmod = col.type_modifier;
+            if let PgTypeKind::Array { element } = &mut ty.kind {
+                element.typmod = col.type_modifier;
+            }
             let mapping = arrow_type(&ty, &self.type_options).map_err(|e| {
                 SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
             })?;
@@ -202,6 +215,8 @@ impl Assembler {
                 pg_type: ty.name.clone(),
                 data_type: mapping.data_type.clone(),
                 is_key: col.is_key(),
+                nullable: !not_null.is_some_and(|n| n.contains(&col.name)),
+                is_enum: is_enum(&ty),
             });
             mappings.push(mapping);
         }
@@ -392,6 +407,16 @@ fn same_value(a: &TupleValue<'_>, b: &TupleValue<'_>) -> bool {
         | (TupleValue::Text(x), TupleValue::Text(y)) => x == y,
         // Key columns are never TOAST-unchanged in practice; treat as same.
         (TupleValue::UnchangedToast, _) | (_, TupleValue::UnchangedToast) => true,
+        _ => false,
+    }
+}
+
+/// Enums (also inside domains and arrays) become LowCardinality strings in sinks.
+fn is_enum(t: &PgType) -> bool {
+    match &t.kind {
+        PgTypeKind::Enum => true,
+        PgTypeKind::Domain { base } => is_enum(base),
+        PgTypeKind::Array { element } => is_enum(element),
         _ => false,
     }
 }

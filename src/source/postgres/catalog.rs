@@ -424,6 +424,21 @@ pub async fn resolve_types(
     Ok(())
 }
 
+/// The NOT NULL columns of a table (by OID).
+pub async fn not_null_columns(
+    c: &Client,
+    rel_id: u32,
+) -> Result<std::collections::HashSet<String>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT attname::text FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attnotnull",
+            &[&rel_id],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

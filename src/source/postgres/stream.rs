@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::assembler::{Assembler, TypeCache};
+use super::assembler::{Assembler, CatalogCache};
 use super::catalog;
 use super::error::SourceError;
 use super::pgoutput::{
@@ -105,7 +105,7 @@ pub struct Session {
     decoder: PgOutputDecoder,
     proto_version: u32,
     assembler: Assembler,
-    types: TypeCache,
+    catalog_cache: CatalogCache,
     spill: StreamSpill,
     /// Highest WAL position received.
     received: Lsn,
@@ -163,7 +163,7 @@ impl Session {
             repl,
             decoder: PgOutputDecoder::new(proto_version),
             proto_version,
-            types: TypeCache::new(),
+            catalog_cache: CatalogCache::default(),
             received: start,
             durable: start,
             requested: start,
@@ -297,12 +297,15 @@ impl Session {
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         if let PgOutputMessage::Relation(body) = &msg {
-            let missing = Assembler::missing_types(body, &self.types);
+            let missing = Assembler::missing_types(body, &self.catalog_cache.types);
             if !missing.is_empty() {
-                catalog::resolve_types(&self.catalog, &missing, &mut self.types).await?;
+                catalog::resolve_types(&self.catalog, &missing, &mut self.catalog_cache.types)
+                    .await?;
             }
+            let not_null = catalog::not_null_columns(&self.catalog, body.rel_id).await?;
+            self.catalog_cache.not_null.insert(body.rel_id, not_null);
         }
-        self.assembler.handle(msg, wal_start, &self.types)?;
+        self.assembler.handle(msg, wal_start, &self.catalog_cache)?;
         // Wire size approximates Arrow size closely enough for max_bytes,
         // and costs nothing to track.
         self.buffered_wire_bytes += wire_len as u64;
