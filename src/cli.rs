@@ -35,6 +35,20 @@ pub struct ConfigArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replicate continuously until stopped (SIGINT/SIGTERM).
+    ///
+    /// Creates the publication and slot if configured to, streams changes
+    /// into the sink in micro-batches, and after each batch is durable saves
+    /// the checkpoint and only then confirms the position to PostgreSQL. On
+    /// restart it resumes from the checkpoint. Transient failures (network,
+    /// server restarts) are retried with backoff; fatal ones stop with an
+    /// error that says what to fix. Stopping flushes, checkpoints and
+    /// confirms before exit.
+    Run(ConfigArg),
+
+    /// Show the pipeline's progress: checkpoint, slot position, lag, tables.
+    Status(ConfigArg),
+
     /// Check that every configured server is reachable and ready.
     ///
     /// Connects to PostgreSQL (credentials, wal_level, free slots and WAL

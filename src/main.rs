@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice::cli::{Cli, Command};
 use sluice::config::{self, ConfigError};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for bad configuration or usage (clap uses 2 for usage too).
@@ -53,6 +54,23 @@ fn init_logging(cli: &Cli) {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run(args) => {
+            let cfg = config::load(&args.config)?;
+            let shutdown = CancellationToken::new();
+            spawn_signal_handler(shutdown.clone());
+            if let Some(addr) = cfg.metrics.listen {
+                sluice::metrics::install(addr).map_err(anyhow::Error::msg)?;
+            }
+            sluice::pipeline::run(cfg, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            let cfg = config::load(&args.config)?;
+            for line in sluice::admin::status(&cfg).await? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(args) => {
             let cfg = config::load(&args.config)?;
             let report = sluice::check::run(&cfg).await;
@@ -94,4 +112,29 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!("shutting down: flushing, checkpointing and confirming (signal again to exit at once)");
+                shutdown.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
 }

@@ -1,0 +1,287 @@
+//! Shared helpers for integration tests: the real servers (started or
+//! reused through scripts/services.sh, or external ones named by env vars),
+//! per-test names, and small clients. A server that cannot be reached fails
+//! the test with a message naming it; nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sluice::config::{PgConnInfo, SslMode};
+use tokio_postgres::{Client, NoTls};
+
+pub const PG_ENV: &str = "SLUICE_TEST_PG_URL";
+pub const CLICKHOUSE_ENV: &str = "SLUICE_TEST_CLICKHOUSE_URL";
+pub const KAFKA_ENV: &str = "SLUICE_TEST_KAFKA_BROKERS";
+
+#[derive(Debug, Clone)]
+pub struct Servers {
+    /// Superuser URL of the test PostgreSQL (database `postgres`).
+    pub pg_url: String,
+    pub clickhouse_url: String,
+    pub kafka_brokers: String,
+    pub pg_bin: PathBuf,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn services_dir() -> PathBuf {
+    std::env::var_os("SLUICE_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/sluice-services"))
+}
+
+fn parse_env_file(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export ").or(Some(l.trim())))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').trim_matches('\'').to_owned()))
+        .collect()
+}
+
+/// The test servers: from env vars, else from scripts/services.sh (which
+/// starts them if they are not running).
+pub fn servers() -> &'static Servers {
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let all_external = [PG_ENV, CLICKHOUSE_ENV, KAFKA_ENV]
+            .iter()
+            .all(|k| from_env(k).is_some());
+        let env_file = services_dir().join("env");
+        if !all_external {
+            let status = Command::new("bash")
+                .arg(repo_root().join("scripts/services.sh"))
+                .arg("start")
+                .env("SLUICE_SKIP_INSTALL", std::env::var("SLUICE_SKIP_INSTALL").unwrap_or_else(|_| "1".into()))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("cannot run scripts/services.sh");
+            assert!(
+                status.success(),
+                "scripts/services.sh start failed: the test servers (PostgreSQL, ClickHouse, Kafka) are not available; see its output above"
+            );
+        }
+        let file = parse_env_file(&env_file);
+        let get = |k: &str, what: &str| {
+            from_env(k)
+                .or_else(|| file.get(k).cloned())
+                .unwrap_or_else(|| panic!("{what} is not available: set {k} or run scripts/services.sh start (no {k} in {})", env_file.display()))
+        };
+        Servers {
+            pg_url: get(PG_ENV, "the test PostgreSQL server"),
+            clickhouse_url: get(CLICKHOUSE_ENV, "the test ClickHouse server"),
+            kafka_brokers: get(KAFKA_ENV, "the test Kafka broker"),
+            pg_bin: PathBuf::from(
+                from_env("SLUICE_PG_BIN")
+                    .or_else(|| file.get("SLUICE_PG_BIN").cloned())
+                    .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()),
+            ),
+        }
+    })
+}
+
+/// A name unique to this test run: `<prefix>_<pid>_<n>` (lower case, safe
+/// as a database, slot, publication, ClickHouse database or topic name).
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{n}_{}", std::process::id(), nanos % 100_000)
+}
+
+/// Connection info parsed from a URL (as the config would).
+pub fn conn_info(url: &str) -> PgConnInfo {
+    let c: tokio_postgres::Config = url.parse().expect("valid PostgreSQL URL");
+    let host = match &c.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        #[allow(unreachable_patterns)]
+        _ => panic!("tcp host expected"),
+    };
+    PgConnInfo {
+        host,
+        port: c.get_ports().first().copied().unwrap_or(5432),
+        user: c.get_user().unwrap_or("postgres").to_owned(),
+        password: c
+            .get_password()
+            .map(|p| sluice::secret::Secret::new(String::from_utf8_lossy(p))),
+        dbname: c.get_dbname().unwrap_or("postgres").to_owned(),
+        ssl_mode: SslMode::Disable,
+        application_name: "sluice-test".into(),
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Replaces the database (and optionally user/password) of a URL.
+pub fn url_with(url: &str, db: &str, user: Option<(&str, Option<&str>)>) -> String {
+    let (scheme, rest) = url.split_once("://").expect("URL with scheme");
+    let (auth_host, _) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = auth_host.rsplit_once('@').map(|(_, h)| h).unwrap_or(auth_host);
+    let auth = match user {
+        Some((u, Some(p))) => format!("{u}:{p}@"),
+        Some((u, None)) => format!("{u}@"),
+        None => auth_host
+            .rsplit_once('@')
+            .map(|(a, _)| format!("{a}@"))
+            .unwrap_or_default(),
+    };
+    format!("{scheme}://{auth}{host}/{db}")
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server at {}: {e}", redact_url(url)));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn redact_url(url: &str) -> String {
+    match url.split_once("://").and_then(|(s, r)| r.split_once('@').map(|(a, h)| (s, a, h))) {
+        Some((s, a, h)) => format!("{s}://{}@{h}", a.split(':').next().unwrap_or("")),
+        None => url.to_owned(),
+    }
+}
+
+/// A fresh PostgreSQL database for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub client: Client,
+}
+
+pub async fn fresh_db(prefix: &str) -> TestDb {
+    let s = servers();
+    let admin = connect(&s.pg_url).await;
+    let name = unique_name(prefix);
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    let url = url_with(&s.pg_url, &name, None);
+    let client = connect(&url).await;
+    TestDb { name, url, client }
+}
+
+/// Runs a query on the test ClickHouse and returns the TSV result.
+pub async fn ch_query(sql: &str) -> String {
+    let client = clickhouse::Client::default()
+        .with_url(&servers().clickhouse_url)
+        .with_compression(clickhouse::Compression::None);
+    let mut cursor = client
+        .query(sql)
+        .fetch_bytes("TabSeparated")
+        .unwrap_or_else(|e| panic!("ClickHouse query failed: {e}"));
+    let bytes = cursor
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("test ClickHouse server at {}: {e}\nquery: {sql}", servers().clickhouse_url));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub async fn ch_exec(sql: &str) {
+    let client = clickhouse::Client::default()
+        .with_url(&servers().clickhouse_url)
+        .with_compression(clickhouse::Compression::None);
+    client
+        .query(sql)
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("test ClickHouse server at {}: {e}\nquery: {sql}", servers().clickhouse_url));
+}
+
+/// Polls `f` until it returns Some or `timeout` passes (then panics with `what`).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The sluice binary built for these tests.
+pub fn sluice_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A throwaway PostgreSQL instance of its own (for server-level settings
+/// such as wal_level), stopped when dropped.
+pub struct OwnPostgres {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub url: String,
+}
+
+impl OwnPostgres {
+    pub fn start(settings: &[&str]) -> OwnPostgres {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique_name("sluice_pg"));
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("scripts/pg-instance.sh"))
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string());
+        for s in settings {
+            cmd.arg("-c").arg(s);
+        }
+        let out = cmd.output().expect("run scripts/pg-instance.sh");
+        assert!(
+            out.status.success(),
+            "could not start a throwaway PostgreSQL server: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        OwnPostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            dir,
+            port,
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/pg-instance.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes a pipeline config for tests and returns its path.
+pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, body).unwrap();
+    path
+}
