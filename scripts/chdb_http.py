@@ -710,6 +710,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 req.settings[k] = v
         req.query_id = req.query_id or str(uuid.uuid4())
+        self._log_sql = query_param or ""
 
         # authentication
         if self.server.password is not None:
