@@ -146,7 +146,8 @@ class CHError(Exception):
 
     def body(self, version):
         name = f" ({self.name})" if self.name else ""
-        return (f"Code: {self.code}. DB::Exception: {self.message}{name} "
+        msg = self.message if self.message.endswith(".") else self.message + "."
+        return (f"Code: {self.code}. DB::Exception: {msg}{name} "
                 f"(version {version})\n").encode()
 
 
