@@ -56,6 +56,8 @@ port_free() {  # PORT -> 0 if 127.0.0.1:PORT can be bound
     "$PYTHON" - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+# as the servers do: TIME_WAIT leftovers do not make the port busy
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
