@@ -168,7 +168,10 @@ mod tests {
             );
             s.save(&cp).unwrap();
             cp.lsn = Lsn(50);
-            assert!(matches!(s.save(&cp), Err(CheckpointError::Backwards { .. })));
+            assert!(matches!(
+                s.save(&cp),
+                Err(CheckpointError::Backwards { .. })
+            ));
         }
         // Reopened (as after a restart): the saved state is there.
         let mut s = SledStore::open(&path).unwrap();

@@ -107,6 +107,24 @@ pub fn value(array: &ArrayRef, row: usize) -> Value {
                 Err(_) => Value::String(hex(b)),
             }
         }
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, tz) => {
+            let v = array
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .value(row);
+            Value::String(format_timestamp_micros(v, tz.is_some()))
+        }
+        DataType::Date32 => {
+            let d = array
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(row);
+            Value::String(match d {
+                i32::MAX => "infinity".into(),
+                i32::MIN => "-infinity".into(),
+                d => arrow::temporal_conversions::date32_to_datetime(d)
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_else(|| d.to_string()),
+            })
+        }
         DataType::List(_) => {
             let list = array.as_any().downcast_ref::<ListArray>().unwrap();
             let items = list.value(row);
@@ -119,6 +137,26 @@ pub fn value(array: &ArrayRef, row: usize) -> Value {
                 Err(_) => Value::Null,
             }
         }
+    }
+}
+
+/// ISO 8601 (`2024-01-31T12:00:00.000001Z` with a zone, no `Z` without);
+/// the infinity sentinels print as `infinity` / `-infinity`.
+pub fn format_timestamp_micros(v: i64, utc: bool) -> String {
+    match v {
+        i64::MAX => "infinity".into(),
+        i64::MIN => "-infinity".into(),
+        v => match arrow::temporal_conversions::timestamp_us_to_datetime(v) {
+            Some(t) => {
+                let base = t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+                if utc {
+                    base + "Z"
+                } else {
+                    base
+                }
+            }
+            None => v.to_string(),
+        },
     }
 }
 

@@ -19,8 +19,14 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
     metrics::describe_counter!(FLUSHES, "Micro-batch flushes applied to the sink");
     metrics::describe_gauge!(CHECKPOINT_LSN, "Last durable checkpoint LSN");
     metrics::describe_counter!(SINK_RETRIES, "Sink writes retried after a transient error");
-    metrics::describe_counter!(SOURCE_RECONNECTS, "Replication sessions restarted after a transient error");
-    metrics::describe_histogram!(FLUSH_SECONDS, "Seconds to apply one flush to the sink and checkpoint it");
+    metrics::describe_counter!(
+        SOURCE_RECONNECTS,
+        "Replication sessions restarted after a transient error"
+    );
+    metrics::describe_histogram!(
+        FLUSH_SECONDS,
+        "Seconds to apply one flush to the sink and checkpoint it"
+    );
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
     Ok(())
 }

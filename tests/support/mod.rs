@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod source;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,7 +45,12 @@ fn parse_env_file(path: &Path) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("export ").or(Some(l.trim())))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').trim_matches('\'').to_owned()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_owned(),
+                v.trim().trim_matches('"').trim_matches('\'').to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -127,7 +134,10 @@ pub fn conn_info(url: &str) -> PgConnInfo {
 pub fn url_with(url: &str, db: &str, user: Option<(&str, Option<&str>)>) -> String {
     let (scheme, rest) = url.split_once("://").expect("URL with scheme");
     let (auth_host, _) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = auth_host.rsplit_once('@').map(|(_, h)| h).unwrap_or(auth_host);
+    let host = auth_host
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(auth_host);
     let auth = match user {
         Some((u, Some(p))) => format!("{u}:{p}@"),
         Some((u, None)) => format!("{u}@"),
@@ -142,7 +152,12 @@ pub fn url_with(url: &str, db: &str, user: Option<(&str, Option<&str>)>) -> Stri
 pub async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL server at {}: {e}", redact_url(url)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the test PostgreSQL server at {}: {e}",
+                redact_url(url)
+            )
+        });
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -150,7 +165,10 @@ pub async fn connect(url: &str) -> Client {
 }
 
 fn redact_url(url: &str) -> String {
-    match url.split_once("://").and_then(|(s, r)| r.split_once('@').map(|(a, h)| (s, a, h))) {
+    match url
+        .split_once("://")
+        .and_then(|(s, r)| r.split_once('@').map(|(a, h)| (s, a, h)))
+    {
         Some((s, a, h)) => format!("{s}://{}@{h}", a.split(':').next().unwrap_or("")),
         None => url.to_owned(),
     }
@@ -185,10 +203,12 @@ pub async fn ch_query(sql: &str) -> String {
         .query(sql)
         .fetch_bytes("TabSeparated")
         .unwrap_or_else(|e| panic!("ClickHouse query failed: {e}"));
-    let bytes = cursor
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("test ClickHouse server at {}: {e}\nquery: {sql}", servers().clickhouse_url));
+    let bytes = cursor.collect().await.unwrap_or_else(|e| {
+        panic!(
+            "test ClickHouse server at {}: {e}\nquery: {sql}",
+            servers().clickhouse_url
+        )
+    });
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -196,11 +216,12 @@ pub async fn ch_exec(sql: &str) {
     let client = clickhouse::Client::default()
         .with_url(&servers().clickhouse_url)
         .with_compression(clickhouse::Compression::None);
-    client
-        .query(sql)
-        .execute()
-        .await
-        .unwrap_or_else(|e| panic!("test ClickHouse server at {}: {e}\nquery: {sql}", servers().clickhouse_url));
+    client.query(sql).execute().await.unwrap_or_else(|e| {
+        panic!(
+            "test ClickHouse server at {}: {e}\nquery: {sql}",
+            servers().clickhouse_url
+        )
+    });
 }
 
 /// Polls `f` until it returns Some or `timeout` passes (then panics with `what`).
@@ -214,7 +235,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -201,7 +201,12 @@ impl Session {
                         self.send_status(false).await?;
                     }
                 }
-                _ = tick.tick() => self.send_status(false).await?,
+                // While idle, ask the server to answer with a keepalive: its
+                // WAL end lets an idle slot advance (see maybe_idle_advance).
+                _ = tick.tick() => {
+                    let idle = self.assembler.is_idle() && self.spill.is_empty();
+                    self.send_status(idle).await?
+                }
                 _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks).await?,
                 data = self.repl.wire.next_copy_data() => {
                     let Some(data) = data? else {
