@@ -164,11 +164,13 @@ pub fn reconcile_sql(
                     "ALTER TABLE {target} MODIFY COLUMN {} {t}",
                     q(name)
                 )),
-                Reconcile::Modify(t) => return Err(format!(
+                Reconcile::Modify(t) => {
+                    return Err(format!(
                     "column \"{name}\" changed from {} to {t}, and it is part of the sorting key, \
                          which ClickHouse cannot alter: recreate the table and resync",
                     c.ty
-                )),
+                ))
+                }
                 Reconcile::Incompatible(why) => {
                     return Err(format!("column \"{name}\" changed type: {why}"))
                 }
@@ -258,10 +260,10 @@ mod tests {
         assert_eq!(a.len(), 2);
         let p = vec![
             plan("id", "Int64", true, false),
-            plan("old", "Int64", false, false),
+            plan("v", "Bool", false, false),
         ];
         let e = reconcile_sql("T", &existing, &p, TableKind::Keyed, DropColumnMode::Keep);
-        assert!(e.unwrap_err().contains("column \"old\" changed type"));
+        assert!(e.unwrap_err().contains("column \"v\" changed type"));
         let p = vec![plan("v", "Int32", true, false)];
         let e = reconcile_sql("T", &existing, &p, TableKind::Keyed, DropColumnMode::Keep);
         assert!(e.unwrap_err().contains("the key changed"));

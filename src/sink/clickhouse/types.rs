@@ -309,8 +309,14 @@ mod tests {
             reconcile("Decimal(10, 2)", "Decimal(10, 3)"),
             Reconcile::Incompatible(_)
         ));
+        // A String column takes any scalar as text.
+        assert_eq!(reconcile("String", "Int64"), Reconcile::Keep);
         assert!(matches!(
-            reconcile("String", "Int64"),
+            reconcile("Int64", "Bool"),
+            Reconcile::Incompatible(_)
+        ));
+        assert!(matches!(
+            reconcile("Date32", "Int32"),
             Reconcile::Incompatible(_)
         ));
         assert_eq!(
