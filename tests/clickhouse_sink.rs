@@ -1015,3 +1015,30 @@ async fn jsonb_as_json_type() {
     assert_eq!(got, vec![json!({"id":1,"doc":{"a":{"b":1}},"opt":null})]);
     drop_db(&cfg).await;
 }
+
+#[tokio::test]
+async fn rejected_insert_is_a_fatal_error() {
+    let mut cfg = config().await;
+    cfg.json_type = JsonType::Json;
+    let mut sink = ClickHouseSink::connect(&cfg).await.unwrap();
+    let s = shape(
+        "public",
+        "bad",
+        vec![
+            col("id", "int8", DataType::Int64, true, false),
+            col("doc", "jsonb", DataType::Utf8, false, false),
+        ],
+    );
+    // ClickHouse's JSON type stores objects only.
+    let err = sink
+        .apply(&flush(vec![batch(
+            &s,
+            vec![ints(&[1]), texts(&[Some("[1, 2]")])],
+            &[ins(1)],
+        )]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("Code: "), "{err}");
+    drop_db(&cfg).await;
+}
