@@ -343,7 +343,8 @@ impl ClickHouseSink {
                 .as_primitive::<UInt64Type>();
             v.values().to_vec()
         };
-        let plan = toast::plan_in_batch(enc, origin, &key_cols, &deleted, u).map_err(arrow_err)?;
+        let plan = toast::plan_in_batch(enc, origin, &key_cols, &deleted, &versions, u)
+            .map_err(arrow_err)?;
         let mut fetched = None;
         let mut want: Vec<usize> = Vec::new();
         if !plan.pending.is_empty() {
@@ -355,7 +356,7 @@ impl ClickHouseSink {
             let rows: Vec<usize> = plan
                 .pending
                 .iter()
-                .map(|(r, _)| *r)
+                .map(|(r, _)| plan.lookup_row[*r])
                 .filter(|&r| seen.insert(plan.keys.row(r).as_ref().to_vec()))
                 .collect();
             let exprs: HashMap<usize, String> = want

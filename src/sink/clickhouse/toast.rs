@@ -54,6 +54,9 @@ pub struct Plan {
     /// (row, source column) to read from ClickHouse.
     pub pending: Vec<(usize, usize)>,
     pub keys: arrow::row::Rows,
+    /// The row whose key finds a row's earlier value: itself, or for an
+    /// update that moved the key, the delete of the old key just before it.
+    pub lookup_row: Vec<usize>,
 }
 
 /// Fills from earlier rows of the same key; leaves the rest in `pending`.
@@ -62,6 +65,7 @@ pub fn plan_in_batch(
     origin: &[Option<usize>],
     key_cols: &[usize],
     is_deleted: &[bool],
+    versions: &[u64],
     u: &Unchanged,
 ) -> Result<Plan, ArrowError> {
     let keys = key_rows(enc, key_cols)?;
@@ -73,15 +77,32 @@ pub fn plan_in_batch(
     let mut picks: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     let mut pending = Vec::new();
     let mut last: HashMap<arrow::row::Row<'_>, usize> = HashMap::new();
+    let mut lookup_row: Vec<usize> = (0..n).collect();
+    // The last delete: its row and the chain its key had before it.
+    let mut removed: Option<(usize, Option<usize>)> = None;
     for r in 0..n {
         let k = keys.row(r);
         if is_deleted[r] {
-            last.remove(&k);
+            removed = Some((r, last.remove(&k)));
             continue;
         }
+        // An update that moves the key arrives as a delete of the old key
+        // directly followed by the new row, with the same version: values it
+        // left unchanged belong to the old key.
+        let moved_from = match removed.take() {
+            Some((d, prev)) if d + 1 == r && versions[d] == versions[r] => {
+                lookup_row[r] = d;
+                Some(prev)
+            }
+            _ => None,
+        };
         if let Some(cols) = per_row.get(&r) {
             for &c in cols.iter() {
-                match last.get(&k) {
+                let earlier = match moved_from {
+                    Some(prev) => prev,
+                    None => last.get(&k).copied(),
+                };
+                match earlier.as_ref() {
                     Some(&prev) => {
                         for (j, o) in origin.iter().enumerate() {
                             if *o == Some(c) {
@@ -103,6 +124,7 @@ pub fn plan_in_batch(
         picks,
         pending,
         keys,
+        lookup_row,
     })
 }
 
@@ -231,7 +253,7 @@ pub fn finish(
         }
         let pending = std::mem::take(&mut plan.pending);
         for (r, c) in pending {
-            match by_key.get(&brows.row(r)) {
+            match by_key.get(&brows.row(plan.lookup_row[r])) {
                 Some(&fr) if fdel.value(fr) == 0 => {
                     for (j, o) in origin.iter().enumerate() {
                         if *o == Some(c) {
