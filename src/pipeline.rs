@@ -9,16 +9,16 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::change::Flush;
 use crate::checkpoint::{
     write_sidecar, Checkpoint, CheckpointError, CheckpointStore, SledStore, TableState,
 };
-use crate::metrics as m;
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::lsn::Lsn;
+use crate::metrics as m;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::SinkError;
 use crate::source::postgres::catalog;
@@ -100,7 +100,9 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> Result<(), Pi
     tracing::info!(resume = ?resume.map(|l| l.to_string()), "checkpoint loaded");
 
     let mut sink = with_retry(&shutdown, "connecting to ClickHouse", || async {
-        ClickHouseSink::connect(ch_cfg).await.map_err(PipelineError::from)
+        ClickHouseSink::connect(ch_cfg)
+            .await
+            .map_err(PipelineError::from)
     })
     .await?;
 
@@ -152,7 +154,9 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> Result<(), Pi
             }
             flushes += 1;
             if crash_after == Some(flushes) {
-                tracing::error!("{CRASH_AFTER_SINK_WRITE_ENV} reached: aborting before the checkpoint");
+                tracing::error!(
+                    "{CRASH_AFTER_SINK_WRITE_ENV} reached: aborting before the checkpoint"
+                );
                 std::process::abort();
             }
             for (table, reason) in sink.failed_tables() {

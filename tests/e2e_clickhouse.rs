@@ -17,7 +17,8 @@ CREATE SCHEMA "Sales Ops";
 CREATE TABLE "Sales Ops"."Line.Items" (order_id int, line int, sku text, PRIMARY KEY (order_id, line));
 "#;
 
-pub const ORDERS_PG: &str = "SELECT id::text, customer::text, note, trim_scale(amount)::text, qty::text,
+pub const ORDERS_PG: &str =
+    "SELECT id::text, customer::text, note, trim_scale(amount)::text, qty::text,
     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), md5(body) FROM orders ORDER BY id";
 
 pub fn orders_ch(db: &str) -> String {
@@ -32,16 +33,20 @@ pub fn orders_ch(db: &str) -> String {
 const BIG: &str = "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 400))";
 
 pub async fn wait_for_slot(db: &TestDb, slot: &str) {
-    wait_for("sluice to create its slot", Duration::from_secs(60), || async {
-        db.client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .map(|_| ())
-    })
+    wait_for(
+        "sluice to create its slot",
+        Duration::from_secs(60),
+        || async {
+            db.client
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[&slot],
+                )
+                .await
+                .unwrap()
+                .map(|_| ())
+        },
+    )
     .await;
 }
 
@@ -51,7 +56,11 @@ async fn mixed_workload_ends_equal_row_for_row() {
     db.client.batch_execute(SCHEMA).await.unwrap();
     let mut p = TestPipeline::new(
         &db.url,
-        &["public.orders", "public.customers", "\"Sales Ops\".\"Line.Items\""],
+        &[
+            "public.orders",
+            "public.customers",
+            "\"Sales Ops\".\"Line.Items\"",
+        ],
         "",
     );
     let mut sluice = p.spawn(&[]);
@@ -89,7 +98,14 @@ async fn mixed_workload_ends_equal_row_for_row() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    let orders = wait_equal(&p, &db.client, ORDERS_PG, &orders_ch(&p.ch_db), Duration::from_secs(90)).await;
+    let orders = wait_equal(
+        &p,
+        &db.client,
+        ORDERS_PG,
+        &orders_ch(&p.ch_db),
+        Duration::from_secs(90),
+    )
+    .await;
     assert!(orders.len() > 250, "{} orders", orders.len());
     let customers = wait_equal(
         &p,
@@ -115,7 +131,11 @@ async fn mixed_workload_ends_equal_row_for_row() {
     assert_eq!(items.len(), 41);
 
     let status = terminate(&mut sluice, Duration::from_secs(30));
-    assert!(status.success(), "graceful stop: {status}\n{}", p.last_log());
+    assert!(
+        status.success(),
+        "graceful stop: {status}\n{}",
+        p.last_log()
+    );
     let log = p.last_log();
     assert!(log.contains("source stopped"), "{log}");
     // After a graceful stop the slot is confirmed up to the checkpoint.
@@ -132,7 +152,10 @@ async fn mixed_workload_ends_equal_row_for_row() {
         .and_then(|l| l.split(' ').next())
         .unwrap()
         .to_string();
-    assert!(status_text.contains(&format!("confirmed_flush_lsn {cp}")), "{status_text}");
+    assert!(
+        status_text.contains(&format!("confirmed_flush_lsn {cp}")),
+        "{status_text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,12 +218,18 @@ async fn slot_recreated_behind_our_back_is_an_explicit_error() {
     let mut p = TestPipeline::new(&db.url, &["public.t"], "");
     let mut sluice = p.spawn(&[]);
     wait_for_slot(&db, &p.name).await;
-    db.client.batch_execute("INSERT INTO t SELECT generate_series(1, 10)").await.unwrap();
+    db.client
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
+        .await
+        .unwrap();
     wait_equal(
         &p,
         &db.client,
         "SELECT id::text FROM t ORDER BY id",
-        &format!("SELECT toString(id) FROM `{}`.t FINAL WHERE _is_deleted = 0 ORDER BY id", p.ch_db),
+        &format!(
+            "SELECT toString(id) FROM `{}`.t FINAL WHERE _is_deleted = 0 ORDER BY id",
+            p.ch_db
+        ),
         Duration::from_secs(60),
     )
     .await;
@@ -211,9 +240,15 @@ async fn slot_recreated_behind_our_back_is_an_explicit_error() {
         .batch_execute(&format!("SELECT pg_drop_replication_slot('{}')", p.name))
         .await
         .unwrap();
-    db.client.batch_execute("INSERT INTO t VALUES (11)").await.unwrap();
     db.client
-        .batch_execute(&format!("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", p.name))
+        .batch_execute("INSERT INTO t VALUES (11)")
+        .await
+        .unwrap();
+    db.client
+        .batch_execute(&format!(
+            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+            p.name
+        ))
         .await
         .unwrap();
     let mut again = p.spawn(&[]);

@@ -25,7 +25,12 @@ impl TestPipeline {
         Self::with_clickhouse(pg_url, tables, sink_extra, &servers().clickhouse_url)
     }
 
-    pub fn with_clickhouse(pg_url: &str, tables: &[&str], sink_extra: &str, ch_url: &str) -> TestPipeline {
+    pub fn with_clickhouse(
+        pg_url: &str,
+        tables: &[&str],
+        sink_extra: &str,
+        ch_url: &str,
+    ) -> TestPipeline {
         let name = unique_name("e2e");
         let dir = std::env::temp_dir().join(&name);
         let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
@@ -95,7 +100,10 @@ database = "{name}"
         let client = clickhouse::Client::default()
             .with_url(&self.clickhouse_url)
             .with_compression(clickhouse::Compression::None);
-        let mut cursor = client.query(sql).fetch_bytes("TabSeparated").map_err(|e| e.to_string())?;
+        let mut cursor = client
+            .query(sql)
+            .fetch_bytes("TabSeparated")
+            .map_err(|e| e.to_string())?;
         let bytes = cursor.collect().await.map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
@@ -103,7 +111,9 @@ database = "{name}"
 
 /// Sends SIGTERM (graceful shutdown) and waits for exit.
 pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let start = Instant::now();
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -126,7 +136,10 @@ pub async fn pg_tsv(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
         .iter()
         .map(|r| {
             (0..r.len())
-                .map(|i| r.get::<_, Option<String>>(i).unwrap_or_else(|| "\\N".into()))
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "\\N".into())
+                })
                 .collect::<Vec<_>>()
                 .join("\t")
         })

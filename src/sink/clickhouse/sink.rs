@@ -347,8 +347,13 @@ impl ClickHouseSink {
             .map_err(arrow_err)?;
         let mut fetched = None;
         let mut want: Vec<usize> = Vec::new();
-        if !plan.pending.is_empty() {
-            let cols: HashSet<usize> = plan.pending.iter().map(|(_, c)| *c).collect();
+        if !plan.pending.is_empty() || !plan.chained.is_empty() {
+            let cols: HashSet<usize> = plan
+                .pending
+                .iter()
+                .chain(plan.chained.iter())
+                .map(|(_, c)| *c)
+                .collect();
             want = (0..origin.len())
                 .filter(|&j| origin[j].is_some_and(|c| cols.contains(&c)))
                 .collect();
@@ -356,7 +361,8 @@ impl ClickHouseSink {
             let rows: Vec<usize> = plan
                 .pending
                 .iter()
-                .map(|(r, _)| plan.lookup_row[*r])
+                .flat_map(|(r, _)| [plan.lookup_row[*r], *r])
+                .chain(plan.chained.iter().map(|(r, _)| *r))
                 .filter(|&r| seen.insert(plan.keys.row(r).as_ref().to_vec()))
                 .collect();
             let exprs: HashMap<usize, String> = want
@@ -376,6 +382,7 @@ impl ClickHouseSink {
             for chunk in rows.chunks(LOOKUP_CHUNK) {
                 let sql = toast::lookup_sql(&state.target, enc, &key_cols, &want, &exprs, chunk)
                     .map_err(arrow_err)?;
+                tracing::debug!(%sql, "unchanged TOAST lookup");
                 let bytes = self.fetch(&sql, "ArrowStream").await?;
                 if let Some(b) = toast::decode_ipc(&bytes).map_err(arrow_err)? {
                     parts.push(b);

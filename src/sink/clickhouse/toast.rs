@@ -57,6 +57,10 @@ pub struct Plan {
     /// The row whose key finds a row's earlier value: itself, or for an
     /// update that moved the key, the delete of the old key just before it.
     pub lookup_row: Vec<usize>,
+    /// (row, source column) filled from an earlier row of this batch. After a
+    /// restart such a row may be a replay whose earlier row is superseded
+    /// (its value moot), so these are checked against ClickHouse as well.
+    pub chained: Vec<(usize, usize)>,
 }
 
 /// Fills from earlier rows of the same key; leaves the rest in `pending`.
@@ -76,6 +80,7 @@ pub fn plan_in_batch(
     }
     let mut picks: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     let mut pending = Vec::new();
+    let mut chained = Vec::new();
     let mut last: HashMap<arrow::row::Row<'_>, usize> = HashMap::new();
     let mut lookup_row: Vec<usize> = (0..n).collect();
     // The last delete: its row and the chain its key had before it.
@@ -104,6 +109,7 @@ pub fn plan_in_batch(
                 };
                 match earlier.as_ref() {
                     Some(&prev) => {
+                        chained.push((r, c));
                         for (j, o) in origin.iter().enumerate() {
                             if *o == Some(c) {
                                 let p = picks
@@ -125,6 +131,7 @@ pub fn plan_in_batch(
         pending,
         keys,
         lookup_row,
+        chained,
     })
 }
 
@@ -251,23 +258,46 @@ pub fn finish(
         for (pos, &j) in want.iter().enumerate() {
             fetched_cols.insert(j, cast_to(f.column(nk + pos), enc.column(j).data_type())?);
         }
+        let set_pick = |plan: &mut Plan, r: usize, c: usize, fr: usize| {
+            for (j, o) in origin.iter().enumerate() {
+                if *o == Some(c) {
+                    let p = plan
+                        .picks
+                        .entry(j)
+                        .or_insert_with(|| (0..n).map(|i| (0, i)).collect());
+                    p[r] = (1, fr);
+                }
+            }
+        };
+        // Rows filled from an earlier row of the batch: if ClickHouse already
+        // holds this row or a later one of its key (a replay), take that.
+        for (r, c) in std::mem::take(&mut plan.chained) {
+            if let Some(&fr) = by_key.get(&brows.row(r)) {
+                if fver.value(fr) >= versions[r] && fdel.value(fr) == 0 {
+                    set_pick(&mut plan, r, c, fr);
+                }
+            }
+        }
         let pending = std::mem::take(&mut plan.pending);
         for (r, c) in pending {
-            match by_key.get(&brows.row(plan.lookup_row[r])) {
-                Some(&fr) if fdel.value(fr) == 0 => {
-                    for (j, o) in origin.iter().enumerate() {
-                        if *o == Some(c) {
-                            let p = plan
-                                .picks
-                                .entry(j)
-                                .or_insert_with(|| (0..n).map(|i| (0, i)).collect());
-                            p[r] = (1, fr);
-                        }
-                    }
-                }
-                // Deleted by a later change: this row is superseded, its value moot.
-                Some(&fr) if fver.value(fr) > versions[r] => {}
-                _ => return Ok(Err(Missing { row: r, column: c })),
+            let v = versions[r];
+            let own = by_key.get(&brows.row(r)).copied();
+            let via_lookup = by_key.get(&brows.row(plan.lookup_row[r])).copied();
+            let source = match own.map(|fr| (fr, fver.value(fr))) {
+                // A replay after a restart: this very row was written before
+                // (same value), or a later change of its key was, which
+                // supersedes this row; take that value so rows of this batch
+                // that copy from this one get it too. A later delete: moot.
+                Some((fr, fv)) if fv >= v => (fdel.value(fr) == 0).then_some(fr),
+                // First write: the key's (or, for a moved key, the old key's)
+                // latest earlier row holds the value.
+                _ => match via_lookup {
+                    Some(fr) if fdel.value(fr) == 0 && fver.value(fr) < v => Some(fr),
+                    _ => return Ok(Err(Missing { row: r, column: c })),
+                },
+            };
+            if let Some(fr) = source {
+                set_pick(&mut plan, r, c, fr);
             }
         }
         // Rows after a filled row take the filled value too.
