@@ -37,9 +37,9 @@ PUB = "sluice_bench_pub"
 # changes, latency rate (changes/s) and duration (s)
 SIZES = {
     "smoke": dict(accounts=20_000, mixed=5_000, changes=4_000, rate=100, seconds=5),
-    "small": dict(accounts=1_000_000, mixed=200_000, changes=100_000, rate=200, seconds=20),
-    "medium": dict(accounts=5_000_000, mixed=1_000_000, changes=500_000, rate=500, seconds=30),
-    "large": dict(accounts=20_000_000, mixed=5_000_000, changes=2_000_000, rate=1000, seconds=60),
+    "small": dict(accounts=5_000_000, mixed=1_000_000, changes=1_000_000, rate=200, seconds=20),
+    "medium": dict(accounts=20_000_000, mixed=4_000_000, changes=4_000_000, rate=500, seconds=30),
+    "large": dict(accounts=100_000_000, mixed=20_000_000, changes=10_000_000, rate=1000, seconds=60),
 }
 
 CATCH_UP_TIMEOUT = 900  # s, per drain
@@ -520,11 +520,15 @@ user = "default"
                            note="start of `sluice run` to ClickHouse FINAL state == PostgreSQL state")
 
     def drain_mpg(self, changes, target, wal):
+        # Proof that the backlog was not consumed while paused.
+        before = self.ch_state("bench_mpg", False)
+        if before == target:
+            raise RuntimeError(f"MaterializedPostgreSQL was not paused: already caught up ({before})")
         t0 = time.monotonic()
         self.resume_mpg()
         dt = self.wait_caught_up("bench_mpg", False, target, t0)
         return self.record(phase="streaming", system="clickhouse_materialized_postgresql", table="both",
-                           rows=changes, seconds=round(dt, 3), bytes=wal,
+                           rows=changes, seconds=round(dt, 3), bytes=wal, state_before=list(before),
                            note="unpaused (role LOGIN again) to state == PostgreSQL state; "
                                 "includes up to 0.5 s reconnect backoff")
 
