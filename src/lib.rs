@@ -10,7 +10,7 @@ pub mod config;
 pub mod json_rows;
 pub mod lsn;
 pub mod metrics;
-// TEMP pub mod pipeline;
+pub mod pipeline;
 pub mod secret;
 pub mod sink;
 pub mod source;

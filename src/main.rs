@@ -61,8 +61,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(addr) = cfg.metrics.listen {
                 sluice::metrics::install(addr).map_err(anyhow::Error::msg)?;
             }
-            // TEMP sluice::pipeline::run(cfg, shutdown).await?;
-            let _ = shutdown;
+            sluice::pipeline::run(cfg, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {

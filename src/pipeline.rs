@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 use crate::change::Flush;
@@ -68,15 +69,17 @@ fn now_micros() -> i64 {
 
 /// Runs the pipeline until `shutdown` is cancelled or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
+    let span = tracing::info_span!("pipeline", name = %config.pipeline.name);
+    run_inner(config, shutdown).instrument(span).await
+}
+
+async fn run_inner(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
     let SourceConfig::Postgres(pg) = &config.source;
     let SinkConfig::ClickHouse(ch_cfg) = &config.sink else {
         return Err(PipelineError::Unsupported(
             "`sluice run` supports the ClickHouse sink in this version; the Kafka sink is not implemented yet".into(),
         ));
     };
-    let span = tracing::info_span!("pipeline", name = %config.pipeline.name);
-    let _enter = span.enter();
-
     let mut store = SledStore::open(&config.pipeline.checkpoint_path())?;
     let checkpoint = store.load()?;
     let system_id = with_retry(&shutdown, "connecting to PostgreSQL", || async {
@@ -132,7 +135,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
         };
         let (tx, mut rx) = mpsc::channel::<Flush>(FLUSH_CHANNEL_CAPACITY);
         let session_stop = shutdown.child_token();
-        let source = tokio::spawn(session.run(tx, ack_tx.subscribe(), session_stop.clone()));
+        let source = tokio::spawn(
+            session
+                .run(tx, ack_tx.subscribe(), session_stop.clone())
+                .instrument(tracing::Span::current()),
+        );
 
         // The sink loop runs here: apply, checkpoint, acknowledge.
         let mut sink_error: Option<PipelineError> = None;

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod e2e;
 pub mod source;
 
 use std::collections::HashMap;

@@ -1,10 +1,24 @@
-//! ClickHouse sink over the HTTP interface (the `clickhouse` crate).
+//! ClickHouse sink over the HTTP interface (the `clickhouse` crate): creates
+//! and evolves `ReplacingMergeTree(_version, _is_deleted)` tables, and writes
+//! each micro-batch as one synchronous `INSERT ... FORMAT ArrowStream`.
+//! Decisions and the type mapping: `docs/clickhouse-sink.md`.
+
+mod ddl;
+mod encode;
+mod sink;
+mod toast;
+mod types;
 
 use clickhouse::{Client, Compression};
 
 use super::SinkError;
 use crate::config::ClickHouseSinkConfig;
 use crate::secret::redact;
+
+pub use ddl::TableKind;
+pub use encode::{format_interval, format_uuid};
+pub use sink::ClickHouseSink;
+pub use types::ServerCaps;
 
 /// ClickHouse error codes that clear up on their own: timeouts, too many
 /// parts/queries, memory limits, network and replica trouble.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# test.sh: everything the test suite needs, then the suite.
+#
+# Installs what is missing (apt/pip), starts (or reuses) the test servers on
+# loopback (PostgreSQL 15, the ClickHouse stand-in, the Kafka broker) and
+# runs `cargo test`. Extra arguments go to cargo test, e.g.
+#   scripts/test.sh --test pg_source
+# The servers keep running for the next run; stop them with
+#   scripts/services.sh stop
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-deps.sh
+SLUICE_SKIP_INSTALL=1 bash scripts/services.sh start >/dev/null
+# shellcheck disable=SC1091
+source "${SLUICE_SERVICES_DIR:-/tmp/sluice-services}/env"
+export SLUICE_TEST_PG_URL SLUICE_TEST_CLICKHOUSE_URL SLUICE_TEST_KAFKA_BROKERS SLUICE_PG_BIN
+echo "test servers: PostgreSQL $SLUICE_TEST_PG_URL, ClickHouse $SLUICE_TEST_CLICKHOUSE_URL, Kafka $SLUICE_TEST_KAFKA_BROKERS" >&2
+cargo test "$@"

@@ -1,0 +1,276 @@
+//! Re-shapes a source micro-batch into the Arrow batch ClickHouse's ArrowStream
+//! input takes as is, and writes it as an Arrow IPC stream.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, FixedSizeBinaryArray, Int64Array, ListArray,
+    StringArray, TimestampMicrosecondArray, UInt8Array,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Field, IntervalMonthDayNano, IntervalMonthDayNanoType, Schema,
+    Time64MicrosecondType, TimestampMicrosecondType, UInt8Type,
+};
+use arrow::error::ArrowError;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::types::{ColumnPlan, Enc, ServerCaps};
+use crate::change::meta;
+
+/// Values moved to the edge of the server's range (counted for a warning).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Clamped {
+    pub dates: usize,
+    pub timestamps: usize,
+}
+
+/// The ClickHouse-shaped batch and a map from its columns back to the source.
+pub struct Encoded {
+    pub batch: RecordBatch,
+    /// For each column of `batch`: the source column index it comes from
+    /// (`None` for metadata columns).
+    pub origin: Vec<Option<usize>>,
+    pub clamped: Clamped,
+}
+
+/// Builds the batch to insert: every planned column (plus NULL flags), then
+/// `_version`, `_is_deleted`, `_lsn` (and `_op` when `with_op`).
+pub fn encode(
+    src: &RecordBatch,
+    plans: &[ColumnPlan],
+    caps: &ServerCaps,
+    with_op: bool,
+) -> Result<Encoded, ArrowError> {
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut origin = Vec::new();
+    let mut clamped = Clamped::default();
+    for p in plans {
+        let a = src.column(p.source_index);
+        let out = encode_array(a, &p.enc, caps, &mut clamped)?;
+        fields.push(Field::new(&p.name, out.data_type().clone(), true));
+        columns.push(out);
+        origin.push(Some(p.source_index));
+        if let Some(flag) = &p.null_flag {
+            let nulls: UInt8Array = (0..a.len()).map(|i| Some(a.is_null(i) as u8)).collect();
+            fields.push(Field::new(flag, DataType::UInt8, false));
+            columns.push(Arc::new(nulls));
+            origin.push(Some(p.source_index));
+        }
+    }
+    let mut metas = vec![meta::VERSION, meta::IS_DELETED, meta::LSN];
+    if with_op {
+        metas.push(meta::OP);
+    }
+    for m in metas {
+        let a = src
+            .column_by_name(m)
+            .ok_or_else(|| ArrowError::SchemaError(format!("batch lacks the {m} column")))?;
+        let a = if m == meta::OP {
+            encode_array(a, &Enc::OpCode, caps, &mut clamped)?
+        } else {
+            a.clone()
+        };
+        fields.push(Field::new(m, a.data_type().clone(), false));
+        columns.push(a);
+        origin.push(None);
+    }
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(src.num_rows())),
+    )?;
+    Ok(Encoded {
+        batch,
+        origin,
+        clamped,
+    })
+}
+
+/// The Arrow IPC stream of one batch (the body of `INSERT ... FORMAT ArrowStream`).
+pub fn ipc_stream(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    {
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
+        w.write(batch)?;
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+fn encode_array(
+    a: &ArrayRef,
+    enc: &Enc,
+    caps: &ServerCaps,
+    clamped: &mut Clamped,
+) -> Result<ArrayRef, ArrowError> {
+    Ok(match enc {
+        Enc::Pass => a.clone(),
+        Enc::Date32 => {
+            let d = a.as_primitive::<Date32Type>();
+            let out: Date32Array = d
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        let c = v.clamp(caps.date32_min, caps.date32_max);
+                        clamped.dates += (c != v) as usize;
+                        c
+                    })
+                })
+                .collect();
+            Arc::new(out)
+        }
+        Enc::Timestamp => {
+            let t = a.as_primitive::<TimestampMicrosecondType>();
+            let out: TimestampMicrosecondArray = t
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        let c = v.clamp(caps.dt64_min, caps.dt64_max);
+                        clamped.timestamps += (c != v) as usize;
+                        c
+                    })
+                })
+                .collect();
+            Arc::new(out.with_timezone("UTC"))
+        }
+        Enc::Uuid => {
+            let u = a
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| ArrowError::CastError("uuid is not FixedSizeBinary".into()))?;
+            let out: StringArray = (0..u.len())
+                .map(|i| u.is_valid(i).then(|| format_uuid(u.value(i))))
+                .collect();
+            Arc::new(out)
+        }
+        Enc::Interval => {
+            let iv = a.as_primitive::<IntervalMonthDayNanoType>();
+            let out: StringArray = iv.iter().map(|v| v.map(format_interval)).collect();
+            Arc::new(out)
+        }
+        Enc::TimeAsInt64 => {
+            let t = a.as_primitive::<Time64MicrosecondType>();
+            let out: Int64Array = t.iter().collect();
+            Arc::new(out)
+        }
+        Enc::JsonNotNull => {
+            let s = a.as_string::<i32>();
+            let out: StringArray = s.iter().map(|v| Some(v.unwrap_or("{}"))).collect();
+            Arc::new(out)
+        }
+        Enc::OpCode => {
+            let o = a.as_primitive::<UInt8Type>();
+            let out: StringArray = o
+                .iter()
+                .map(|v| v.map(|c| (c as char).to_string()))
+                .collect();
+            Arc::new(out)
+        }
+        Enc::Text => arrow::compute::cast(a, &DataType::Utf8)?,
+        Enc::List(inner) => {
+            if **inner == Enc::Pass {
+                return Ok(a.clone());
+            }
+            let l = a
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| ArrowError::CastError("array is not a List".into()))?;
+            let values = encode_array(l.values(), inner, caps, clamped)?;
+            let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+            Arc::new(ListArray::try_new(
+                field,
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?)
+        }
+    })
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case.
+pub fn format_uuid(b: &[u8]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+/// ISO 8601 duration, as PostgreSQL prints it under `IntervalStyle = iso_8601`:
+/// `P1Y2M3DT4H5M6.5S`, each part signed on its own, `PT0S` for zero.
+pub fn format_interval(v: IntervalMonthDayNano) -> String {
+    let mut s = String::from("P");
+    let (years, months) = (v.months / 12, v.months % 12);
+    if years != 0 {
+        s.push_str(&format!("{years}Y"));
+    }
+    if months != 0 {
+        s.push_str(&format!("{months}M"));
+    }
+    if v.days != 0 {
+        s.push_str(&format!("{}D", v.days));
+    }
+    let micros = v.nanoseconds / 1000;
+    if micros != 0 {
+        s.push('T');
+        let neg = micros < 0;
+        let m = micros.unsigned_abs();
+        let (h, rem) = (m / 3_600_000_000, m % 3_600_000_000);
+        let (mi, rem) = (rem / 60_000_000, rem % 60_000_000);
+        let (sec, frac) = (rem / 1_000_000, rem % 1_000_000);
+        let sign = if neg { "-" } else { "" };
+        if h != 0 {
+            s.push_str(&format!("{sign}{h}H"));
+        }
+        if mi != 0 {
+            s.push_str(&format!("{sign}{mi}M"));
+        }
+        if sec != 0 || frac != 0 {
+            if frac != 0 {
+                let f = format!("{frac:06}");
+                s.push_str(&format!("{sign}{sec}.{}S", f.trim_end_matches('0')));
+            } else {
+                s.push_str(&format!("{sign}{sec}S"));
+            }
+        }
+    }
+    if s == "P" {
+        s.push_str("T0S");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_in_iso_8601() {
+        let iv = |months, days, micros: i64| IntervalMonthDayNano {
+            months,
+            days,
+            nanoseconds: micros * 1000,
+        };
+        assert_eq!(format_interval(iv(0, 0, 0)), "PT0S");
+        assert_eq!(
+            format_interval(iv(14, 3, 4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000)),
+            "P1Y2M3DT4H5M6.5S"
+        );
+        assert_eq!(
+            format_interval(iv(-1, -2, -1_000_001)),
+            "P-1M-2DT-1.000001S"
+        );
+        assert_eq!(format_interval(iv(0, 0, 60_000_000)), "PT1M");
+    }
+
+    #[test]
+    fn uuids_as_text() {
+        let b: Vec<u8> = (0u8..16).collect();
+        assert_eq!(format_uuid(&b), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+    }
+}

@@ -1,0 +1,480 @@
+//! The sink itself: table state, DDL on first sight and on schema change,
+//! TOAST filling, inserts, truncates.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{UInt64Type, UInt8Type};
+use bytes::Bytes;
+use clickhouse::Client;
+
+use super::ddl::{self, ExistingColumn, TableKind};
+use super::encode::{encode, ipc_stream};
+use super::toast::{self, quote_ch_string};
+use super::types::{plan_column, ColumnPlan, ServerCaps, DATE32_EXTENDED, DT64_EXTENDED};
+use super::{client, map_error, quote_ch_ident, SinkError};
+use crate::change::{meta, Flush, SinkItem, TableBatch, TableShape};
+use crate::config::{ClickHouseSinkConfig, NoKeyMode, TableName, TruncateMode};
+
+/// Keys per TOAST lookup query.
+const LOOKUP_CHUNK: usize = 1000;
+
+/// Writes flushes into ClickHouse. See `docs/clickhouse-sink.md`.
+pub struct ClickHouseSink {
+    cfg: ClickHouseSinkConfig,
+    client: Client,
+    caps: ServerCaps,
+    tables: HashMap<TableName, TableState>,
+    failed: BTreeMap<TableName, String>,
+}
+
+struct TableState {
+    shape: Arc<TableShape>,
+    /// `` `db`.`table` ``.
+    target: String,
+    kind: TableKind,
+    plans: Vec<ColumnPlan>,
+    insert_sql: String,
+}
+
+impl ClickHouseSink {
+    /// Connects, learns what the server supports, creates the database if missing.
+    pub async fn connect(cfg: &ClickHouseSinkConfig) -> Result<Self, SinkError> {
+        let client = client(cfg);
+        let caps = probe(cfg, &client).await?;
+        tracing::info!(
+            time64 = caps.time64,
+            date32_min = caps.date32_min,
+            date32_max = caps.date32_max,
+            "ClickHouse sink connected"
+        );
+        client
+            .query_raw(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                quote_ch_ident(&cfg.database)
+            ))
+            .execute()
+            .await
+            .map_err(|e| map_error(cfg, e))?;
+        Ok(ClickHouseSink {
+            cfg: cfg.clone(),
+            client,
+            caps,
+            tables: HashMap::new(),
+            failed: BTreeMap::new(),
+        })
+    }
+
+    /// What the server turned out to support.
+    pub fn caps(&self) -> &ServerCaps {
+        &self.caps
+    }
+
+    /// Tables stopped by a change the sink cannot follow, with the reason.
+    /// Their later rows are skipped; other tables continue.
+    pub fn failed_tables(&self) -> &BTreeMap<TableName, String> {
+        &self.failed
+    }
+
+    /// Applies the items in order; returns once ClickHouse acknowledged every
+    /// insert (each is synchronous: no async insert, `wait_end_of_query=1`).
+    pub async fn apply(&mut self, flush: &Flush) -> Result<(), SinkError> {
+        for item in &flush.items {
+            match item {
+                SinkItem::Rows(tb) => self.apply_rows(tb).await?,
+                SinkItem::Truncate(tables) => {
+                    for t in tables {
+                        self.truncate(t).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self, t: &TableName) -> String {
+        format!(
+            "{}.{}",
+            quote_ch_ident(&self.cfg.database),
+            quote_ch_ident(&self.cfg.target_table(t))
+        )
+    }
+
+    fn fail(&mut self, t: &TableName, reason: String) {
+        tracing::error!(table = %t, reason = %reason, "ClickHouse sink stops replicating this table");
+        self.tables.remove(t);
+        self.failed.insert(t.clone(), reason);
+    }
+
+    async fn exec(&self, sql: &str) -> Result<(), SinkError> {
+        let mut q = self.client.query_raw(sql);
+        if self.caps.time64_setting {
+            q = q.with_setting("enable_time_time64_type", "1");
+        }
+        q.execute().await.map_err(|e| map_error(&self.cfg, e))
+    }
+
+    async fn fetch(&self, sql: &str, format: &str) -> Result<Bytes, SinkError> {
+        self.client
+            .query_raw(sql)
+            .with_setting("output_format_arrow_string_as_string", "1")
+            .with_setting("output_format_arrow_low_cardinality_as_dictionary", "0")
+            .with_setting("output_format_arrow_compression_method", "none")
+            .fetch_bytes(format)
+            .map_err(|e| map_error(&self.cfg, e))?
+            .collect()
+            .await
+            .map_err(|e| map_error(&self.cfg, e))
+    }
+
+    async fn truncate(&mut self, t: &TableName) -> Result<(), SinkError> {
+        if self.failed.contains_key(t) {
+            return Ok(());
+        }
+        match self.cfg.on_truncate {
+            TruncateMode::Truncate => {
+                let target = self.target(t);
+                tracing::info!(table = %t, "TRUNCATE TABLE {target}");
+                self.exec(&format!("TRUNCATE TABLE IF EXISTS {target}"))
+                    .await
+            }
+            TruncateMode::Ignore => {
+                tracing::info!(table = %t, "TRUNCATE ignored (on_truncate = \"ignore\")");
+                Ok(())
+            }
+        }
+    }
+
+    async fn apply_rows(&mut self, tb: &TableBatch) -> Result<(), SinkError> {
+        let table = &tb.shape.table;
+        if self.failed.contains_key(table) {
+            tracing::debug!(table = %table, rows = tb.batch.num_rows(), "skipping rows of a failed table");
+            return Ok(());
+        }
+        if !self.ensure_table(&tb.shape).await? || tb.batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let Some(state) = self.tables.get(table) else {
+            return Ok(());
+        };
+        let with_op = state.kind == TableKind::AppendOnly;
+        let enc = encode(&tb.batch, &state.plans, &self.caps, with_op).map_err(|e| {
+            SinkError::ClickHouse(format!("table {table}: encoding the batch: {e}"))
+        })?;
+        if enc.clamped.dates + enc.clamped.timestamps > 0 {
+            tracing::warn!(
+                table = %table,
+                dates = enc.clamped.dates,
+                timestamps = enc.clamped.timestamps,
+                "values outside ClickHouse's range (or ±infinity) clamped to its ends"
+            );
+        }
+        let batch = match toast::unchanged(&tb.batch) {
+            None => enc.batch,
+            Some(u) => match self
+                .fill_toast(state, &tb.batch, &enc.batch, &enc.origin, &u)
+                .await?
+            {
+                Ok(b) => b,
+                Err(reason) => {
+                    let t = table.clone();
+                    self.fail(&t, reason);
+                    return Ok(());
+                }
+            },
+        };
+        let body = ipc_stream(&batch)
+            .map_err(|e| SinkError::ClickHouse(format!("table {table}: Arrow IPC: {e}")))?;
+        let mut ins = self
+            .client
+            .insert_formatted_with(state.insert_sql.clone())
+            .with_setting("input_format_null_as_default", "1")
+            .with_setting("async_insert", "0")
+            .with_setting("wait_end_of_query", "1");
+        ins.send(Bytes::from(body))
+            .await
+            .map_err(|e| map_error(&self.cfg, e))?;
+        ins.end().await.map_err(|e| map_error(&self.cfg, e))?;
+        tracing::debug!(table = %table, rows = batch.num_rows(), "inserted");
+        Ok(())
+    }
+
+    /// Makes sure the ClickHouse table fits `shape`. False when the table failed.
+    async fn ensure_table(&mut self, shape: &Arc<TableShape>) -> Result<bool, SinkError> {
+        let table = &shape.table;
+        if let Some(s) = self.tables.get(table) {
+            if Arc::ptr_eq(&s.shape, shape) || *s.shape == **shape {
+                return Ok(true);
+            }
+        }
+        let target = self.target(table);
+        let kind = if shape.key_columns().next().is_some() {
+            TableKind::Keyed
+        } else {
+            match self.cfg.tables_without_key {
+                NoKeyMode::FullRow => TableKind::FullRow,
+                NoKeyMode::AppendOnly => TableKind::AppendOnly,
+            }
+        };
+        let plans: Vec<ColumnPlan> = shape
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| plan_column(i, c, self.cfg.json_type, &self.caps))
+            .collect();
+        if let Some(n) = ddl::name_clash(&plans, kind) {
+            let t = table.clone();
+            self.fail(
+                &t,
+                format!("the ClickHouse column name \"{n}\" would be used twice (a source column clashes with a column the sink adds); rename the source column"),
+            );
+            return Ok(false);
+        }
+        let existing = self.existing_columns(table).await?;
+        if existing.is_empty() {
+            match kind {
+                TableKind::Keyed => {}
+                TableKind::FullRow => tracing::warn!(
+                    table = %table,
+                    "table has no key columns: tables_without_key = \"full_row\": ReplacingMergeTree ordered by every column (identical duplicate rows collapse into one)"
+                ),
+                TableKind::AppendOnly => tracing::warn!(
+                    table = %table,
+                    "table has no key columns: tables_without_key = \"append_only\": MergeTree, every change appended with its _op"
+                ),
+            }
+            let sql = ddl::create_table_sql(&target, &plans, kind);
+            tracing::info!(table = %table, "creating ClickHouse table {target}");
+            self.exec(&sql).await?;
+        } else {
+            match ddl::reconcile_sql(&target, &existing, &plans, kind, self.cfg.on_drop_column) {
+                Ok(alters) => {
+                    for a in alters {
+                        tracing::info!(table = %table, "{a}");
+                        self.exec(&a).await?;
+                    }
+                }
+                Err(reason) => {
+                    let t = table.clone();
+                    self.fail(&t, reason);
+                    return Ok(false);
+                }
+            }
+        }
+        let cols: Vec<String> = ddl::wanted_columns(&plans, kind)
+            .iter()
+            .map(|(n, _)| quote_ch_ident(n))
+            .collect();
+        let insert_sql = format!(
+            "INSERT INTO {target} ({}) FORMAT ArrowStream",
+            cols.join(", ")
+        );
+        self.tables.insert(
+            table.clone(),
+            TableState {
+                shape: shape.clone(),
+                target,
+                kind,
+                plans,
+                insert_sql,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn existing_columns(&self, t: &TableName) -> Result<Vec<ExistingColumn>, SinkError> {
+        let sql = format!(
+            "SELECT name, type, is_in_sorting_key FROM system.columns WHERE database = {} AND table = {} ORDER BY position",
+            quote_ch_string(&self.cfg.database),
+            quote_ch_string(&self.cfg.target_table(t))
+        );
+        let body = self.fetch(&sql, "JSONEachRow").await?;
+        let mut out = Vec::new();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| SinkError::ClickHouse(format!("reading system.columns: {e}")))?;
+            out.push(ExistingColumn {
+                name: v["name"].as_str().unwrap_or_default().to_string(),
+                ty: v["type"].as_str().unwrap_or_default().to_string(),
+                in_sorting_key: v["is_in_sorting_key"].as_u64().unwrap_or(0) == 1,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Fills unchanged TOAST cells; `Err(reason)` when a value cannot be found.
+    async fn fill_toast(
+        &self,
+        state: &TableState,
+        src: &RecordBatch,
+        enc: &RecordBatch,
+        origin: &[Option<usize>],
+        u: &toast::Unchanged,
+    ) -> Result<Result<RecordBatch, String>, SinkError> {
+        let table = &state.shape.table;
+        let arrow_err = |e: arrow::error::ArrowError| {
+            SinkError::ClickHouse(format!(
+                "table {table}: filling unchanged TOAST values: {e}"
+            ))
+        };
+        let schema = enc.schema();
+        let key_cols: Vec<usize> = match state.kind {
+            TableKind::Keyed => state
+                .plans
+                .iter()
+                .filter(|p| p.is_key)
+                .filter_map(|p| schema.index_of(&p.name).ok())
+                .collect(),
+            // Without a key, every source column identifies the row.
+            _ => (0..origin.len()).filter(|&j| origin[j].is_some()).collect(),
+        };
+        let deleted: Vec<bool> = {
+            let d = src
+                .column_by_name(meta::IS_DELETED)
+                .ok_or_else(|| SinkError::ClickHouse("batch lacks _is_deleted".into()))?
+                .as_primitive::<UInt8Type>();
+            (0..d.len()).map(|i| d.value(i) == 1).collect()
+        };
+        let versions: Vec<u64> = {
+            let v = src
+                .column_by_name(meta::VERSION)
+                .ok_or_else(|| SinkError::ClickHouse("batch lacks _version".into()))?
+                .as_primitive::<UInt64Type>();
+            v.values().to_vec()
+        };
+        let plan = toast::plan_in_batch(enc, origin, &key_cols, &deleted, &versions, u)
+            .map_err(arrow_err)?;
+        let mut fetched = None;
+        let mut want: Vec<usize> = Vec::new();
+        if !plan.pending.is_empty() {
+            let cols: HashSet<usize> = plan.pending.iter().map(|(_, c)| *c).collect();
+            want = (0..origin.len())
+                .filter(|&j| origin[j].is_some_and(|c| cols.contains(&c)))
+                .collect();
+            let mut seen = HashSet::new();
+            let rows: Vec<usize> = plan
+                .pending
+                .iter()
+                .map(|(r, _)| plan.lookup_row[*r])
+                .filter(|&r| seen.insert(plan.keys.row(r).as_ref().to_vec()))
+                .collect();
+            let exprs: HashMap<usize, String> = want
+                .iter()
+                .chain(key_cols.iter())
+                .map(|&j| {
+                    (
+                        j,
+                        select_expr(
+                            schema.field(j).name(),
+                            &ch_type(state, schema.field(j).name()),
+                        ),
+                    )
+                })
+                .collect();
+            let mut parts = Vec::new();
+            for chunk in rows.chunks(LOOKUP_CHUNK) {
+                let sql = toast::lookup_sql(&state.target, enc, &key_cols, &want, &exprs, chunk)
+                    .map_err(arrow_err)?;
+                let bytes = self.fetch(&sql, "ArrowStream").await?;
+                if let Some(b) = toast::decode_ipc(&bytes).map_err(arrow_err)? {
+                    parts.push(b);
+                }
+            }
+            if let Some(first) = parts.first() {
+                fetched = Some(
+                    arrow::compute::concat_batches(&first.schema(), &parts).map_err(arrow_err)?,
+                );
+            }
+        }
+        match toast::finish(
+            enc,
+            origin,
+            &key_cols,
+            &want,
+            &versions,
+            plan,
+            fetched.as_ref(),
+        )
+        .map_err(arrow_err)?
+        {
+            Ok(b) => Ok(Ok(b)),
+            Err(m) => {
+                let col = &state.shape.columns[m.column].name;
+                Ok(Err(format!(
+                    "an update left column \"{col}\" unchanged (TOAST, not sent by PostgreSQL), \
+                     and ClickHouse has no earlier row of that key (batch row {}) to take the value from; \
+                     writing it would lose the value: resync the table",
+                    m.row
+                )))
+            }
+        }
+    }
+}
+
+fn ch_type(state: &TableState, name: &str) -> String {
+    for p in &state.plans {
+        if p.name == name {
+            return p.ch_type.clone();
+        }
+        if p.null_flag.as_deref() == Some(name) {
+            return "UInt8".into();
+        }
+    }
+    String::new()
+}
+
+/// How a column is read back so that its Arrow type is the one we send.
+fn select_expr(name: &str, ch_type: &str) -> String {
+    let c = quote_ch_ident(name);
+    if ch_type.contains("UUID") {
+        if ch_type.starts_with("Array") {
+            format!("arrayMap(x -> toString(x), {c})")
+        } else {
+            format!("toString({c})")
+        }
+    } else if ch_type.contains("JSON") {
+        let t = if ch_type.starts_with("Nullable") {
+            "Nullable(String)"
+        } else {
+            "String"
+        };
+        format!("CAST({c}, '{t}')")
+    } else {
+        c
+    }
+}
+
+async fn probe(cfg: &ClickHouseSinkConfig, client: &Client) -> Result<ServerCaps, SinkError> {
+    let sql = "SELECT \
+        (SELECT count() FROM system.data_type_families WHERE name = 'Time64'), \
+        (SELECT count() FROM system.settings WHERE name = 'enable_time_time64_type'), \
+        toInt32(toDate32('9999-12-31')), toInt32(toDate32('0001-01-01')), \
+        toUnixTimestamp64Micro(toDateTime64('9999-12-31 23:59:59.999999', 6, 'UTC')), \
+        toUnixTimestamp64Micro(toDateTime64('0001-01-01 00:00:00', 6, 'UTC'))";
+    let body = client
+        .query_raw(sql)
+        .fetch_bytes("TabSeparated")
+        .map_err(|e| map_error(cfg, e))?
+        .collect()
+        .await
+        .map_err(|e| map_error(cfg, e))?;
+    let text = String::from_utf8_lossy(&body);
+    let f: Vec<i64> = text
+        .trim()
+        .split('\t')
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let mut caps = ServerCaps::classic();
+    if f.len() == 6 {
+        caps.time64 = f[0] > 0;
+        caps.time64_setting = f[1] > 0;
+        if (f[3] as i32, f[2] as i32) == DATE32_EXTENDED {
+            (caps.date32_min, caps.date32_max) = DATE32_EXTENDED;
+        }
+        if (f[5], f[4]) == DT64_EXTENDED {
+            (caps.dt64_min, caps.dt64_max) = DT64_EXTENDED;
+        }
+    }
+    Ok(caps)
+}

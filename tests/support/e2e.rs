@@ -1,0 +1,186 @@
+//! End-to-end helpers: a pipeline config per test, the sluice process, and
+//! row-for-row comparison of PostgreSQL and ClickHouse.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{servers, unique_name, write_config};
+
+/// One test pipeline: config file, names, and where its logs go.
+pub struct TestPipeline {
+    pub name: String,
+    pub config: PathBuf,
+    pub dir: PathBuf,
+    /// The ClickHouse database it writes into.
+    pub ch_db: String,
+    pub clickhouse_url: String,
+    runs: u32,
+}
+
+impl TestPipeline {
+    /// `extra` is appended to the config (e.g. `[sink.clickhouse]` options
+    /// must go through `sink_extra`).
+    pub fn new(pg_url: &str, tables: &[&str], sink_extra: &str) -> TestPipeline {
+        Self::with_clickhouse(pg_url, tables, sink_extra, &servers().clickhouse_url)
+    }
+
+    pub fn with_clickhouse(pg_url: &str, tables: &[&str], sink_extra: &str, ch_url: &str) -> TestPipeline {
+        let name = unique_name("e2e");
+        let dir = std::env::temp_dir().join(&name);
+        let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+        let body = format!(
+            r#"
+[pipeline]
+name = "{name}"
+checkpoint_dir = "{dir}"
+
+[source.postgres]
+url = "{pg_url}"
+slot = "{name}"
+publication = "{name}"
+tables = [{tables}]
+status_interval = "1s"
+
+[batch]
+max_rows = 2000
+max_bytes = "8MiB"
+max_delay = "200ms"
+
+[sink.clickhouse]
+url = "{ch_url}"
+database = "{name}"
+{sink_extra}
+"#,
+            dir = dir.display(),
+            tables = tables.join(", "),
+        );
+        let config = write_config(&dir, &name, &body);
+        TestPipeline {
+            ch_db: name.clone(),
+            name,
+            config,
+            dir,
+            clickhouse_url: ch_url.to_owned(),
+            runs: 0,
+        }
+    }
+
+    /// Starts `sluice run`; its log goes to `<dir>/run-N.log`.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) -> Child {
+        self.runs += 1;
+        let log = std::fs::File::create(self.dir.join(format!("run-{}.log", self.runs))).unwrap();
+        let mut cmd = Command::new(super::sluice_bin());
+        cmd.args(["run", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,sluice=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("start sluice run")
+    }
+
+    pub fn log(&self, run: u32) -> String {
+        std::fs::read_to_string(self.dir.join(format!("run-{run}.log"))).unwrap_or_default()
+    }
+
+    pub fn last_log(&self) -> String {
+        self.log(self.runs)
+    }
+
+    /// Runs a ClickHouse query against this pipeline's server (TSV out).
+    pub async fn ch(&self, sql: &str) -> Result<String, String> {
+        let client = clickhouse::Client::default()
+            .with_url(&self.clickhouse_url)
+            .with_compression(clickhouse::Compression::None);
+        let mut cursor = client.query(sql).fetch_bytes("TabSeparated").map_err(|e| e.to_string())?;
+        let bytes = cursor.collect().await.map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// Sends SIGTERM (graceful shutdown) and waits for exit.
+pub fn terminate(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("sluice did not stop within {timeout:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rows as TSV lines from PostgreSQL (NULL as \N), for comparison.
+pub async fn pg_tsv(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<_, Option<String>>(i).unwrap_or_else(|| "\\N".into()))
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect()
+}
+
+pub fn tsv_lines(text: &str) -> Vec<String> {
+    text.lines().map(str::to_owned).collect()
+}
+
+/// Waits until ClickHouse returns the same rows as PostgreSQL, then returns
+/// them; on timeout panics with the first differences.
+pub async fn wait_equal(
+    p: &TestPipeline,
+    pg: &tokio_postgres::Client,
+    pg_sql: &str,
+    ch_sql: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        // Sorted on both sides: the two servers order text and numbers differently.
+        let mut expected = pg_tsv(pg, pg_sql).await;
+        expected.sort();
+        let actual = p.ch(ch_sql).await.map(|t| {
+            let mut lines = tsv_lines(&t);
+            lines.sort();
+            lines
+        });
+        match actual {
+            Ok(a) if a == expected => return a,
+            other if start.elapsed() > timeout => {
+                let a = other.unwrap_or_else(|e| vec![format!("error: {e}")]);
+                let diff: Vec<String> = expected
+                    .iter()
+                    .zip(a.iter().chain(std::iter::repeat(&String::new())))
+                    .filter(|(e, a)| e != a)
+                    .take(5)
+                    .map(|(e, a)| format!("  postgres:   {e}\n  clickhouse: {a}"))
+                    .collect();
+                panic!(
+                    "ClickHouse did not catch up in {timeout:?}: {} rows in PostgreSQL, {} in ClickHouse; first differences:\n{}\nlast sluice log:\n{}",
+                    expected.len(),
+                    a.len(),
+                    diff.join("\n"),
+                    tail(&p.last_log(), 30)
+                );
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
