@@ -456,6 +456,8 @@ user = "default"
         changes, write_s = self.write_changes(n)
         target_lsn = self.pg.psql("SELECT pg_current_wal_lsn()")
         target = self.pg_state()
+        # Let the writes' aftermath (dirty buffers) settle before the first drain.
+        self.pg.psql("CHECKPOINT")
         self.report["streaming_workload"] = {
             "changes": changes, "write_seconds": round(write_s, 3), "target_lsn": target_lsn,
             "final_rows": {"stream_accounts": target[0], "stream_mixed": target[1]},
