@@ -1,6 +1,7 @@
 //! Sinks: where changes land (ClickHouse, Kafka).
 
 pub mod clickhouse;
+pub mod envelope;
 pub mod kafka;
 
 /// The sink layer's one error type, classified in one place.

@@ -2,6 +2,7 @@
 
 pub mod assembler;
 pub mod catalog;
+pub mod copy_binary;
 pub mod error;
 pub mod pgoutput;
 pub mod replication;
