@@ -1,6 +1,9 @@
 //! ClickHouse sink against a real ClickHouse HTTP endpoint (in development the
-//! chDB front `scripts/chdb_http.py`). The server comes from
-//! `SLUICE_TEST_CLICKHOUSE_URL`; without it these tests fail, naming it.
+//! chDB front `scripts/chdb_http.py`). The server comes from the shared test
+//! support (`SLUICE_TEST_CLICKHOUSE_URL` or scripts/services.sh); when it
+//! cannot be reached these tests fail, naming it.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,15 +26,8 @@ use sluice::config::{
 use sluice::secret::Secret;
 use sluice::sink::clickhouse::{quote_ch_ident, ClickHouseSink};
 
-const ENV: &str = "SLUICE_TEST_CLICKHOUSE_URL";
-
 fn url() -> String {
-    std::env::var(ENV).unwrap_or_else(|_| {
-        panic!(
-            "{ENV} is not set: these tests need a ClickHouse HTTP endpoint \
-             (start one with scripts/services.sh, or python3 scripts/chdb_http.py --port P --data DIR)"
-        )
-    })
+    support::servers().clickhouse_url.clone()
 }
 
 async fn config() -> ClickHouseSinkConfig {
@@ -49,7 +45,7 @@ async fn config() -> ClickHouseSinkConfig {
         tables_without_key: NoKeyMode::FullRow,
     };
     if let Err(e) = sluice::sink::clickhouse::server_version(&cfg).await {
-        panic!("the ClickHouse server at {url} ({ENV}) is not reachable: {e}");
+        panic!("the test ClickHouse server at {url} is not reachable: {e}");
     }
     cfg
 }

@@ -310,3 +310,98 @@ pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&path, body).unwrap();
     path
 }
+
+/// A ClickHouse stand-in of its own (scripts/chdb_http.py on a free port),
+/// which a test may restart; stopped when dropped.
+pub struct OwnClickHouse {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+impl OwnClickHouse {
+    pub fn start() -> OwnClickHouse {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique_name("sluice_ch"));
+        let mut ch = OwnClickHouse {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+            child: None,
+        };
+        ch.spawn();
+        ch
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let child = Command::new("python3")
+            .arg(repo_root().join("scripts/chdb_http.py"))
+            .args(["--port", &self.port.to_string(), "--data"])
+            .arg(self.dir.join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start scripts/chdb_http.py");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the ClickHouse stand-in did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl OwnPostgres {
+    pub fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/pg-instance.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+
+    pub fn restart_after(&self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/pg-instance.sh"))
+            .arg("start")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .output()
+            .expect("run scripts/pg-instance.sh");
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not come back: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -287,7 +287,9 @@ impl PgWire {
             let (tag, mut frame) = self.read_frame().await?;
             match tag {
                 b'd' => return Ok(Some(frame.split_off(5).freeze())),
-                b'c' => {
+                // CopyDone, or the statement's end (a server shutting down
+                // may close the copy this way): the stream is over.
+                b'c' | b'C' | b'Z' => {
                     self.in_copy_both = false;
                     return Ok(None);
                 }
