@@ -76,9 +76,16 @@ pub async fn status(config: &Config) -> Result<Vec<String>, SourceError> {
         let state = cp
             .as_ref()
             .and_then(|c| c.tables.get(&key))
-            .map(|s| match &s.reason {
-                Some(r) => format!("{} ({r})", s.status),
-                None => s.status.clone(),
+            .map(|s| {
+                let cols = if s.columns.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} columns: {}", s.columns.len(), s.columns.join(", "))
+                };
+                match &s.reason {
+                    Some(r) => format!("{} ({r}){cols}", s.status),
+                    None => format!("{}{cols}", s.status),
+                }
             })
             .unwrap_or_else(|| "streaming".into());
         lines.push(format!("table {key}: {state}"));

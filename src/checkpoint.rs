@@ -28,6 +28,9 @@ pub struct TableState {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The last schema seen, as `name type` per column.
+    #[serde(default)]
+    pub columns: Vec<String>,
 }
 
 /// Everything a pipeline needs to resume.
@@ -164,6 +167,7 @@ mod tests {
                 TableState {
                     status: "streaming".into(),
                     reason: None,
+                    columns: vec!["id int4".into()],
                 },
             );
             s.save(&cp).unwrap();
@@ -178,6 +182,7 @@ mod tests {
         let cp = s.load().unwrap().unwrap();
         assert_eq!(cp.lsn, Lsn(100));
         assert_eq!(cp.tables["public.t"].status, "streaming");
+        assert_eq!(cp.tables["public.t"].columns, vec!["id int4".to_string()]);
         s.reset().unwrap();
         assert_eq!(s.load().unwrap(), None);
     }

@@ -159,14 +159,14 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> Result<(), Pi
                 );
                 std::process::abort();
             }
+            remember_schemas(&mut cp, &flush);
             for (table, reason) in sink.failed_tables() {
-                cp.tables.insert(
-                    table.to_string(),
-                    TableState {
-                        status: "failed".into(),
-                        reason: Some(reason.clone()),
-                    },
-                );
+                let state = cp
+                    .tables
+                    .entry(table.to_string())
+                    .or_insert_with(streaming_state);
+                state.status = "failed".into();
+                state.reason = Some(reason.clone());
             }
             if let Some(lsn) = flush.checkpoint.filter(|l| *l > cp.lsn) {
                 cp.lsn = lsn;
@@ -200,6 +200,35 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> Result<(), Pi
                 delay = (delay * 2).min(RETRY_MAX);
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn streaming_state() -> TableState {
+    TableState {
+        status: "streaming".into(),
+        reason: None,
+        columns: Vec::new(),
+    }
+}
+
+/// Records each table's latest schema in the checkpoint (saved with it).
+fn remember_schemas(cp: &mut Checkpoint, flush: &Flush) {
+    for item in &flush.items {
+        if let crate::change::SinkItem::Rows(b) = item {
+            let columns: Vec<String> = b
+                .shape
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.pg_type))
+                .collect();
+            let state = cp
+                .tables
+                .entry(b.shape.table.to_string())
+                .or_insert_with(streaming_state);
+            if state.columns != columns {
+                state.columns = columns;
+            }
         }
     }
 }

@@ -204,3 +204,45 @@ fn bad_config_exits_2_and_names_the_key() {
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("batch.max_rows: must be > 0"), "{t}");
 }
+
+#[tokio::test]
+async fn kafka_sink_brokers_are_checked() {
+    let db = fresh_db("chk_kafka").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let name = unique_name("chk_kafka");
+    let sink = format!(
+        "[sink.clickhouse]\nurl = \"{}\"\ndatabase = \"{name}\"\n",
+        servers().clickhouse_url
+    );
+    let base = config_for(&db.url, &["public.t"], &name);
+    let ok = base.replace(
+        &sink,
+        &format!("[sink.kafka]\nbrokers = \"{}\"\n", servers().kafka_brokers),
+    );
+    assert_ne!(ok, base, "the sink section was replaced");
+    let out = run_check(&ok, &name, &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "ok   kafka: brokers {} reachable",
+            servers().kafka_brokers
+        )),
+        "{t}"
+    );
+
+    let down = base.replace(
+        &sink,
+        &format!("[sink.kafka]\nbrokers = \"127.0.0.1:{}\"\n", free_port()),
+    );
+    let out = run_check(&down, &format!("{name}_down"), &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL kafka: cannot reach the Kafka brokers"),
+        "{t}"
+    );
+}

@@ -80,6 +80,8 @@ pub struct RawPostgresSource {
     pub binary: Option<bool>,
     pub status_interval: Option<ConfigDuration>,
     pub connect_timeout: Option<ConfigDuration>,
+    /// PEM file of the CA that signed the server's certificate (TLS).
+    pub ssl_root_cert: Option<String>,
     /// "text" (default) or "decimal(P,S)".
     pub unconstrained_numeric: Option<String>,
 }
@@ -186,6 +188,8 @@ pub struct PgConnInfo {
     pub ssl_mode: SslMode,
     pub application_name: String,
     pub connect_timeout: Duration,
+    /// Extra trusted CA certificates (PEM) for TLS.
+    pub ssl_root_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Display for PgConnInfo {

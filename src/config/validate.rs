@@ -158,7 +158,15 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         .connect_timeout
         .map(|d| d.0)
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let conn = url.and_then(|u| pg_conn_info(c, &u, password, connect_timeout));
+    let ssl_root_cert = c
+        .text("source.postgres.ssl_root_cert", raw.ssl_root_cert.as_ref())
+        .map(PathBuf::from);
+    let conn = url
+        .and_then(|u| pg_conn_info(c, &u, password, connect_timeout))
+        .map(|mut conn| {
+            conn.ssl_root_cert = ssl_root_cert;
+            conn
+        });
 
     let slot = c.required("source.postgres.slot", raw.slot.as_ref());
     if let Some(s) = &slot {
@@ -308,6 +316,7 @@ fn pg_conn_info(
         ssl_mode,
         application_name: parsed.get_application_name().unwrap_or("sluice").to_owned(),
         connect_timeout,
+        ssl_root_cert: None,
     })
 }
 

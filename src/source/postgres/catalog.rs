@@ -10,10 +10,36 @@ use crate::secret::redact;
 
 /// Opens an ordinary connection; its driver task runs until the client drops.
 pub async fn connect(info: &PgConnInfo) -> Result<Client, SourceError> {
-    let (client, connection) = match info.tokio_config().connect(NoTls).await {
-        Ok(c) => c,
-        Err(e) => return Err(classify_connect_error(info, e)),
+    use crate::config::SslMode;
+    let config = info.tokio_config();
+    let result = match info.ssl_mode {
+        SslMode::Disable => spawn_driver(config.connect(NoTls).await),
+        _ => {
+            let tls =
+                super::tls::MakeRustls(super::tls::client_config(info.ssl_root_cert.as_deref())?);
+            match (config.connect(tls).await, info.ssl_mode) {
+                // As libpq: prefer falls back to plain when TLS fails.
+                (Err(e), SslMode::Prefer) if e.as_db_error().is_none() => {
+                    tracing::warn!(error = %e, "sslmode=prefer: continuing without TLS");
+                    let mut plain = info.tokio_config();
+                    plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                    spawn_driver(plain.connect(NoTls).await)
+                }
+                (r, _) => spawn_driver(r),
+            }
+        }
     };
+    result.map_err(|e| classify_connect_error(info, e))
+}
+
+fn spawn_driver<S, T>(
+    r: Result<(Client, tokio_postgres::Connection<S, T>), tokio_postgres::Error>,
+) -> Result<Client, tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = r?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "catalog connection ended");
@@ -38,6 +64,14 @@ fn classify_connect_error(info: &PgConnInfo, e: tokio_postgres::Error) -> Source
         return SourceError::Query(e);
     }
     let text = e.to_string();
+    if text.contains("TLS") {
+        let detail = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        return SourceError::Tls(format!(
+            "{text}{detail} (set source.postgres.ssl_root_cert to the CA that signed the server's certificate)"
+        ));
+    }
     let io = std::error::Error::source(&e)
         .map(|s| s.to_string())
         .unwrap_or(text);

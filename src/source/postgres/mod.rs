@@ -8,6 +8,7 @@ pub mod pgoutput;
 pub mod replication;
 pub mod spill;
 pub mod stream;
+pub mod tls;
 pub mod types;
 pub mod wire;
 

@@ -33,10 +33,17 @@ impl QueryResult {
     }
 }
 
+/// The byte stream under a connection: plain TCP or TLS.
+trait PgIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PgIo for T {}
+
+/// The SSLRequest code (1234 << 16 | 5679).
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
 /// One frontend connection. Frames are read into one buffer and split off
 /// without copying; CopyData payloads are handed out as `Bytes`.
 pub struct PgWire {
-    stream: TcpStream,
+    stream: Box<dyn PgIo>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     in_copy_both: bool,
@@ -50,23 +57,18 @@ impl PgWire {
         replication: bool,
         extra: &[(&str, &str)],
     ) -> Result<PgWire, SourceError> {
-        if info.ssl_mode == SslMode::Require {
-            return Err(SourceError::Tls(
-                "sslmode=require is not supported by the replication connection yet; use sslmode=disable or prefer on a trusted network".into(),
-            ));
-        }
-        let addr = format!("{}:{}", info.host, info.port);
-        let stream = tokio::time::timeout(info.connect_timeout, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| SourceError::Connect {
-                addr: addr.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-            })?
-            .map_err(|source| SourceError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true)?;
+        let stream: Box<dyn PgIo> = match info.ssl_mode {
+            SslMode::Disable => Box::new(tcp_connect(info).await?),
+            SslMode::Require => Box::new(tls_connect(info).await?),
+            SslMode::Prefer => match tls_connect(info).await {
+                Ok(tls) => Box::new(tls),
+                Err(SourceError::Tls(reason)) => {
+                    tracing::warn!(%reason, "sslmode=prefer: continuing without TLS");
+                    Box::new(tcp_connect(info).await?)
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let mut wire = PgWire {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
@@ -378,6 +380,50 @@ impl PgWire {
         Message::parse(&mut frame)?
             .ok_or_else(|| SourceError::Protocol(format!("incomplete '{}' frame", tag as char)))
     }
+}
+
+async fn tcp_connect(info: &PgConnInfo) -> Result<TcpStream, SourceError> {
+    let addr = format!("{}:{}", info.host, info.port);
+    let stream = tokio::time::timeout(info.connect_timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| SourceError::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        })?
+        .map_err(|source| SourceError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// SSLRequest, then a verified TLS handshake. `SourceError::Tls` when the
+/// server refuses TLS or its certificate does not verify.
+async fn tls_connect(
+    info: &PgConnInfo,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SourceError> {
+    let config = super::tls::client_config(info.ssl_root_cert.as_deref())?;
+    let name = super::tls::server_name(&info.host)?;
+    let mut tcp = tcp_connect(info).await?;
+    tcp.write_all(&SSL_REQUEST).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        return Err(SourceError::Tls(format!(
+            "the server at {}:{} does not accept TLS connections (ssl = off?)",
+            info.host, info.port
+        )));
+    }
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            SourceError::Tls(format!(
+                "handshake with {}:{} failed: {e} (set source.postgres.ssl_root_cert to the CA that signed the server's certificate)",
+                info.host, info.port
+            ))
+        })
 }
 
 fn parse_error_frame(frame: &mut BytesMut) -> Result<PgServerError, SourceError> {

@@ -1,0 +1,134 @@
+//! Slot and publication management: clear errors for a slot in use, a
+//! missing slot, a publication that lacks a configured table; `drop`.
+
+mod support;
+
+use std::time::Duration;
+
+use sluice::source::postgres::stream::{Session, SessionOptions};
+use sluice::source::postgres::{catalog, SourceError};
+use support::source::*;
+use support::*;
+
+fn opts() -> SessionOptions {
+    SessionOptions {
+        resume: None,
+        spill_dir: std::env::temp_dir().join(unique_name("spill")),
+        confirm: false,
+        startup: Vec::new(),
+    }
+}
+
+async fn start_err(cfg: &sluice::config::PostgresSourceConfig) -> SourceError {
+    match Session::start(cfg, small_batches(), opts()).await {
+        Ok(_) => panic!("the session started"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_in_use_is_named_with_the_other_process() {
+    let db = fresh_db("slots_busy").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let cfg = source_config(&db.url, &["public.t"]);
+    let src = start_source(&cfg, small_batches(), false, Vec::new()).await;
+    let e = start_err(&cfg).await;
+    assert!(matches!(e, SourceError::SlotInUse { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&cfg.slot) && text.contains("in use by another process (pid "),
+        "{text}"
+    );
+    src.stop.cancel();
+    let _ = src.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_slot_and_incomplete_publication_are_explained() {
+    let db = fresh_db("slots_missing").await;
+    db.client
+        .batch_execute("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);")
+        .await
+        .unwrap();
+    let mut cfg = source_config(&db.url, &["public.a", "public.b"]);
+    db.client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION \"{}\" FOR TABLE a",
+            cfg.publication
+        ))
+        .await
+        .unwrap();
+    cfg.create_publication = false;
+    let e = start_err(&cfg).await;
+    assert!(matches!(e, SourceError::Publication { .. }), "{e:?}");
+    assert!(e.to_string().contains("does not include public.b"), "{e}");
+
+    cfg.create_publication = true;
+    cfg.create_slot = false;
+    let e = start_err(&cfg).await;
+    assert!(matches!(e, SourceError::SlotMissing { .. }), "{e:?}");
+    assert!(e.to_string().contains("create_slot = false"), "{e}");
+
+    // With create_publication the missing table is added.
+    cfg.create_slot = true;
+    let src = start_source(&cfg, small_batches(), false, Vec::new()).await;
+    let client = catalog::connect(&cfg.conn).await.unwrap();
+    let publication = catalog::publication(&client, &cfg.publication)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(publication.tables.len(), 2);
+    src.stop.cancel();
+    let _ = src.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_removes_slot_publication_and_checkpoint() {
+    let db = fresh_db("slots_drop").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut p = support::e2e::TestPipeline::new(&db.url, &["public.t"], "");
+    let mut run = p.spawn(&[]);
+    wait_for("the slot", Duration::from_secs(60), || async {
+        db.client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&p.name],
+            )
+            .await
+            .unwrap()
+            .map(|_| ())
+    })
+    .await;
+    assert!(support::e2e::terminate(&mut run, Duration::from_secs(30)).success());
+    let out = std::process::Command::new(sluice_bin())
+        .args(["drop", "-c"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("dropped replication slot \"{}\"", p.name)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("dropped publication \"{}\"", p.name)),
+        "{text}"
+    );
+    assert!(text.contains("removed checkpoint database"), "{text}");
+    let slots = db
+        .client
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&p.name],
+        )
+        .await
+        .unwrap();
+    assert!(slots.is_empty());
+}
