@@ -32,24 +32,6 @@ pub fn orders_ch(db: &str) -> String {
 /// Random hex: incompressible, so it is stored out of line (TOASTed).
 const BIG: &str = "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 400))";
 
-pub async fn wait_for_slot(db: &TestDb, slot: &str) {
-    wait_for(
-        "sluice to create its slot",
-        Duration::from_secs(60),
-        || async {
-            db.client
-                .query_opt(
-                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                    &[&slot],
-                )
-                .await
-                .unwrap()
-                .map(|_| ())
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_ends_equal_row_for_row() {
     let db = fresh_db("e2e_mix").await;
@@ -64,7 +46,7 @@ async fn mixed_workload_ends_equal_row_for_row() {
         "",
     );
     let mut sluice = p.spawn(&[]);
-    wait_for_slot(&db, &p.name).await;
+    wait_for_slot(&db.client, &p.name).await;
 
     let steps = [
         // Inserts in several transactions, some with TOASTed bodies.
@@ -167,7 +149,7 @@ async fn add_and_drop_column_during_streaming_are_reflected() {
         .unwrap();
     let mut p = TestPipeline::new(&db.url, &["public.items"], "");
     let mut sluice = p.spawn(&[]);
-    wait_for_slot(&db, &p.name).await;
+    wait_for_slot(&db.client, &p.name).await;
     db.client
         .batch_execute("INSERT INTO items SELECT g, 'n' || g, 'old' FROM generate_series(1, 50) g")
         .await
@@ -217,7 +199,7 @@ async fn slot_recreated_behind_our_back_is_an_explicit_error() {
         .unwrap();
     let mut p = TestPipeline::new(&db.url, &["public.t"], "");
     let mut sluice = p.spawn(&[]);
-    wait_for_slot(&db, &p.name).await;
+    wait_for_slot(&db.client, &p.name).await;
     db.client
         .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
         .await

@@ -88,7 +88,7 @@ async fn killed_at_random_moments_ends_equal_row_for_row() {
     let mut p = TestPipeline::new(&db.url, &["public.accounts", "public.events"], "");
     // The slot exists from the first start on; rows before it are not replicated.
     let mut first = p.spawn(&[]);
-    support_wait_slot(&db, &p.name).await;
+    wait_for_slot(&db.client, &p.name).await;
     db.client
         .batch_execute(
             "INSERT INTO accounts SELECT g, 0, 'start', CASE WHEN g % 5 = 0
@@ -167,22 +167,4 @@ async fn killed_at_random_moments_ends_equal_row_for_row() {
     assert!(kills >= 20);
     assert!(!events.is_empty());
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
-}
-
-async fn support_wait_slot(db: &TestDb, slot: &str) {
-    wait_for(
-        "sluice to create its slot",
-        Duration::from_secs(60),
-        || async {
-            db.client
-                .query_opt(
-                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                    &[&slot],
-                )
-                .await
-                .unwrap()
-                .map(|_| ())
-        },
-    )
-    .await;
 }

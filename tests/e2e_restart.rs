@@ -36,14 +36,7 @@ async fn postgres_and_clickhouse_restarts_are_survived() {
         .unwrap();
     let mut p = TestPipeline::with_clickhouse(&pg.url, &["public.t"], "", &ch.url);
     let mut sluice = p.spawn(&[]);
-    wait_for("the slot", Duration::from_secs(60), || async {
-        admin
-            .query_opt("SELECT 1 FROM pg_replication_slots WHERE active", &[])
-            .await
-            .unwrap()
-            .map(|_| ())
-    })
-    .await;
+    support::e2e::wait_for_slot(&admin, &p.name).await;
     write_batch(&pg.url, 1, 500).await;
     let ch_sql = format!(
         "SELECT toString(id), v, lower(hex(MD5(body))) FROM `{}`.t FINAL WHERE _is_deleted = 0",

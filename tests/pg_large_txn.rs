@@ -74,18 +74,7 @@ url = "{ch}"
         n
     });
     // Give tail time to create the slot before the transaction starts.
-    wait_for("the slot", Duration::from_secs(30), || async {
-        let r = db
-            .client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&name],
-            )
-            .await
-            .unwrap();
-        r.map(|_| ())
-    })
-    .await;
+    support::e2e::wait_for_slot(&db.client, &name).await;
     let started = Instant::now();
     db.client
         .batch_execute(&format!(

@@ -94,17 +94,7 @@ async fn drop_removes_slot_publication_and_checkpoint() {
         .unwrap();
     let mut p = support::e2e::TestPipeline::new(&db.url, &["public.t"], "");
     let mut run = p.spawn(&[]);
-    wait_for("the slot", Duration::from_secs(60), || async {
-        db.client
-            .query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&p.name],
-            )
-            .await
-            .unwrap()
-            .map(|_| ())
-    })
-    .await;
+    support::e2e::wait_for_slot(&db.client, &p.name).await;
     assert!(support::e2e::terminate(&mut run, Duration::from_secs(30)).success());
     let out = std::process::Command::new(sluice_bin())
         .args(["drop", "-c"])

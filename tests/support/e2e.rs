@@ -197,3 +197,22 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Waits until a replication slot of this name is active (sluice started).
+pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
+    super::wait_for(
+        "sluice to create its slot",
+        Duration::from_secs(60),
+        || async {
+            client
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                    &[&slot],
+                )
+                .await
+                .unwrap()
+                .map(|_| ())
+        },
+    )
+    .await;
+}
