@@ -88,6 +88,19 @@ impl TableBuilder {
         self.columns.len()
     }
 
+    /// All column decoders, for bulk appends (the snapshot's COPY parser);
+    /// follow with [`TableBuilder::finish_rows`].
+    pub fn columns_mut(&mut self) -> &mut [ColumnDecoder] {
+        &mut self.columns
+    }
+
+    /// Completes `n` rows whose column values were appended in bulk.
+    pub fn finish_rows(&mut self, n: usize, m: RowMeta) {
+        for _ in 0..n {
+            self.finish_row(m, &[]);
+        }
+    }
+
     /// Completes a row whose column values were appended.
     #[inline]
     pub fn finish_row(&mut self, m: RowMeta, unchanged: &[u16]) {

@@ -31,6 +31,9 @@ pub struct TableState {
     /// The last schema seen, as `name type` per column.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// The initial snapshot of this table is complete.
+    #[serde(default)]
+    pub snapshot_done: bool,
 }
 
 /// Everything a pipeline needs to resume.
@@ -168,6 +171,7 @@ mod tests {
                     status: "streaming".into(),
                     reason: None,
                     columns: vec!["id int4".into()],
+                    snapshot_done: true,
                 },
             );
             s.save(&cp).unwrap();

@@ -106,6 +106,10 @@ async fn run_inner(config: Config, shutdown: CancellationToken) -> Result<(), Pi
     })
     .await?;
 
+    if pg.initial_snapshot {
+        snapshot_tables(&config, pg, &mut cp, &mut store, &mut sink, &shutdown).await?;
+    }
+
     let (ack_tx, _) = watch::channel(cp.lsn);
     let crash_after: Option<u64> = std::env::var(CRASH_AFTER_SINK_WRITE_ENV)
         .ok()
@@ -209,7 +213,109 @@ fn streaming_state() -> TableState {
         status: "streaming".into(),
         reason: None,
         columns: Vec::new(),
+        snapshot_done: false,
     }
+}
+
+/// Copies every configured table whose snapshot is not done yet, before
+/// streaming starts. Creates the publication and slot first (so no change
+/// made during the copy is missed) and, for a new slot, checkpoints its
+/// consistent point: the position streaming resumes from, and the version
+/// snapshot rows carry.
+async fn snapshot_tables(
+    config: &Config,
+    pg: &crate::config::PostgresSourceConfig,
+    cp: &mut Checkpoint,
+    store: &mut SledStore,
+    sink: &mut ClickHouseSink,
+    shutdown: &CancellationToken,
+) -> Result<(), PipelineError> {
+    let pending: Vec<_> = pg
+        .tables
+        .iter()
+        .filter(|t| {
+            !cp.tables
+                .get(&t.to_string())
+                .is_some_and(|s| s.snapshot_done)
+        })
+        .cloned()
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let client = catalog::connect(&pg.conn).await?;
+    let mut repl = ReplicationConnection::connect(&pg.conn, &[]).await?;
+    let created = crate::source::postgres::stream::prepare(
+        pg,
+        &client,
+        &mut repl,
+        crate::source::postgres::replication::SlotSnapshot::NoExport,
+    )
+    .await?;
+    repl.wire.close().await;
+    if cp.lsn == Lsn::ZERO {
+        cp.lsn = match created {
+            Some(slot) => slot.consistent_point,
+            None => catalog::slot(&client, &pg.slot)
+                .await?
+                .and_then(|s| s.confirmed_flush_lsn)
+                .unwrap_or(Lsn::ZERO),
+        };
+        cp.saved_at = now_micros();
+        tokio::task::block_in_place(|| store.save(cp))?;
+    }
+    let version = cp.lsn;
+    let options = crate::source::postgres::stream::type_options(pg);
+    let mut types = Default::default();
+    for table in pending {
+        let span = tracing::info_span!("snapshot", table = %table);
+        async {
+            tracing::info!(version = %version, "snapshot started");
+            let started = std::time::Instant::now();
+            let mut reader = crate::source::postgres::snapshot::SnapshotReader::start(
+                &client,
+                &table,
+                &mut types,
+                &options,
+                version,
+                config.batch.max_rows,
+            )
+            .await?;
+            while let Some(batch) = reader.next_batch().await? {
+                if shutdown.is_cancelled() {
+                    tracing::info!("snapshot interrupted by shutdown; it restarts on the next run");
+                    return Ok(());
+                }
+                let flush = Flush {
+                    items: vec![crate::change::SinkItem::Rows(batch)],
+                    checkpoint: None,
+                };
+                apply_with_retry(sink, &flush, shutdown).await?;
+                metrics::counter!(m::ROWS_WRITTEN).increment(flush.rows() as u64);
+            }
+            let state = cp
+                .tables
+                .entry(table.to_string())
+                .or_insert_with(streaming_state);
+            state.snapshot_done = true;
+            cp.saved_at = now_micros();
+            tokio::task::block_in_place(|| store.save(cp))?;
+            let secs = started.elapsed().as_secs_f64();
+            tracing::info!(
+                rows = reader.rows(),
+                seconds = format!("{secs:.1}"),
+                rows_per_sec = format!("{:.0}", reader.rows() as f64 / secs.max(1e-9)),
+                "snapshot done"
+            );
+            Ok::<_, PipelineError>(())
+        }
+        .instrument(span)
+        .await?;
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Records each table's latest schema in the checkpoint (saved with it).

@@ -77,6 +77,8 @@ pub struct RawPostgresSource {
     pub tables: Option<Vec<String>>,
     pub create_publication: Option<bool>,
     pub create_slot: Option<bool>,
+    /// Copy each table's existing rows before streaming (default true).
+    pub initial_snapshot: Option<bool>,
     pub binary: Option<bool>,
     pub status_interval: Option<ConfigDuration>,
     pub connect_timeout: Option<ConfigDuration>,
@@ -241,6 +243,7 @@ pub struct PostgresSourceConfig {
     pub tables: Vec<TableName>,
     pub create_publication: bool,
     pub create_slot: bool,
+    pub initial_snapshot: bool,
     pub binary: bool,
     pub status_interval: Duration,
     pub unconstrained_numeric: UnconstrainedNumeric,

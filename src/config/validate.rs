@@ -238,6 +238,7 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         tables,
         create_publication: raw.create_publication.unwrap_or(true),
         create_slot: raw.create_slot.unwrap_or(true),
+        initial_snapshot: raw.initial_snapshot.unwrap_or(true),
         binary: raw.binary.unwrap_or(true),
         status_interval,
         unconstrained_numeric,

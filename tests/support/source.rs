@@ -27,6 +27,7 @@ pub fn source_config(url: &str, tables: &[&str]) -> PostgresSourceConfig {
             .collect(),
         create_publication: true,
         create_slot: true,
+        initial_snapshot: false,
         binary: true,
         status_interval: Duration::from_secs(1),
         unconstrained_numeric: UnconstrainedNumeric::Text,

@@ -182,48 +182,15 @@ impl Assembler {
             self.relations.remove(&body.rel_id);
             return Ok(());
         }
-        let mut columns = Vec::with_capacity(body.columns.len());
-        let mut mappings = Vec::with_capacity(body.columns.len());
-        for col in &body.columns {
-            if is_reserved_column(&col.name) {
-                return Err(SourceError::NotReady(format!(
-                    "table {table}: column \"{}\" collides with a sluice metadata column; rename it",
-                    col.name
-                )));
-            }
-            let mut ty = types.get(&col.type_oid).cloned().ok_or_else(|| {
-                SourceError::Protocol(format!(
-                    "type {} of {table}.{} was not resolved",
-                    col.type_oid, col.name
-                ))
-            })?;
-            ty.typmod = col.type_modifier;
-            if let PgTypeKind::Array { element } = &mut ty.kind {
-                element.typmod = col.type_modifier;
-            }
-            let mapping = arrow_type(&ty, &self.type_options).map_err(|e| {
-                SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
-            })?;
-            if let Some(w) = &mapping.warning {
-                let key = format!("{table}.{}", col.name);
-                if self.warned.insert(key) {
-                    tracing::warn!(table = %table, column = %col.name, "{w}");
-                }
-            }
-            columns.push(ColumnInfo {
-                name: col.name.clone(),
-                pg_type: ty.name.clone(),
-                data_type: mapping.data_type.clone(),
-                is_key: col.is_key(),
-                nullable: !not_null.is_some_and(|n| n.contains(&col.name)),
-                is_enum: is_enum(&ty),
-            });
-            mappings.push(mapping);
-        }
-        let shape = Arc::new(TableShape {
-            table: table.clone(),
-            columns,
+        let specs = body.columns.iter().map(|c| ColumnSpec {
+            name: &c.name,
+            type_oid: c.type_oid,
+            typmod: c.type_modifier,
+            is_key: c.is_key(),
+            not_null: not_null.is_some_and(|n| n.contains(&c.name)),
         });
+        let (shape, mappings) =
+            describe_table(&table, specs, types, &self.type_options, &mut self.warned)?;
         if let Some(old) = self.relations.get(&body.rel_id) {
             if old.shape == shape {
                 return Ok(());
@@ -409,6 +376,70 @@ fn same_value(a: &TupleValue<'_>, b: &TupleValue<'_>) -> bool {
         (TupleValue::UnchangedToast, _) | (_, TupleValue::UnchangedToast) => true,
         _ => false,
     }
+}
+
+/// One column as the catalog or a Relation message describes it.
+pub struct ColumnSpec<'a> {
+    pub name: &'a str,
+    pub type_oid: u32,
+    pub typmod: i32,
+    pub is_key: bool,
+    pub not_null: bool,
+}
+
+/// A table's shape and Arrow mappings from its columns (shared by the
+/// stream's Relation messages and the snapshot's catalog lookup, so both
+/// produce the same batches). `warned` keeps "replicated as text" warnings
+/// to one per column.
+pub fn describe_table<'a>(
+    table: &TableName,
+    specs: impl Iterator<Item = ColumnSpec<'a>>,
+    types: &TypeCache,
+    options: &TypeOptions,
+    warned: &mut HashSet<String>,
+) -> Result<(Arc<TableShape>, Vec<ArrowMapping>), SourceError> {
+    let mut columns = Vec::new();
+    let mut mappings = Vec::new();
+    for col in specs {
+        if is_reserved_column(col.name) {
+            return Err(SourceError::NotReady(format!(
+                "table {table}: column \"{}\" collides with a sluice metadata column; rename it",
+                col.name
+            )));
+        }
+        let mut ty = types.get(&col.type_oid).cloned().ok_or_else(|| {
+            SourceError::Protocol(format!(
+                "type {} of {table}.{} was not resolved",
+                col.type_oid, col.name
+            ))
+        })?;
+        ty.typmod = col.typmod;
+        if let PgTypeKind::Array { element } = &mut ty.kind {
+            element.typmod = col.typmod;
+        }
+        let mapping = arrow_type(&ty, options).map_err(|e| {
+            SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
+        })?;
+        if let Some(w) = &mapping.warning {
+            if warned.insert(format!("{table}.{}", col.name)) {
+                tracing::warn!(table = %table, column = %col.name, "{w}");
+            }
+        }
+        columns.push(ColumnInfo {
+            name: col.name.to_owned(),
+            pg_type: ty.name.clone(),
+            data_type: mapping.data_type.clone(),
+            is_key: col.is_key,
+            nullable: !col.not_null,
+            is_enum: is_enum(&ty),
+        });
+        mappings.push(mapping);
+    }
+    let shape = Arc::new(TableShape {
+        table: table.clone(),
+        columns,
+    });
+    Ok((shape, mappings))
 }
 
 /// Enums (also inside domains and arrays) become LowCardinality strings in sinks.

@@ -6,6 +6,7 @@ pub mod copy_binary;
 pub mod error;
 pub mod pgoutput;
 pub mod replication;
+pub mod snapshot;
 pub mod spill;
 pub mod stream;
 pub mod tls;
