@@ -3,7 +3,7 @@
 
 Measures (see docs/benchmarks.md for the method):
   snapshot   COPY (FORMAT binary) drained (the emit limit), ClickHouse's
-             postgresql() table function, sluice snapshot (not yet built)
+             postgresql() table function, sluice's initial snapshot
   streaming  a backlog of N changes drained by pg_recvlogical (the decode
              limit), by `sluice run`, by ClickHouse MaterializedPostgreSQL
   latency    commit -> visible in ClickHouse at a fixed rate, sluice and
@@ -278,8 +278,43 @@ class Harness:
         for table, rows in (("accounts", self.size["accounts"]), ("mixed", self.size["mixed"])):
             self.attempt("snapshot", "copy_binary_devnull", table, lambda: self.snap_copy(table, rows))
             self.attempt("snapshot", "clickhouse_postgresql_fn", table, lambda: self.snap_pgfn(table, rows))
-            self.record(phase="snapshot", system="sluice", table=table, status="not yet built",
-                        note="sluice snapshot (COPY binary -> Arrow -> ClickHouse) is not implemented yet")
+            self.attempt("snapshot", "sluice", table, lambda: self.snap_sluice(table, rows))
+
+    def snap_sluice(self, table, rows):
+        """`sluice run` on a fresh slot: its initial snapshot (COPY binary ->
+        Arrow -> ClickHouse ArrowStream), timed from start until every row is
+        in ClickHouse."""
+        ch_db = f"bench_snap_{table}"
+        self.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+        cfg = self.sluice_config(f"bench_snap_{table}", f"bench_snap_{table}", [table], ch_db, "1s",
+                                 snapshot=True)
+        t0 = time.monotonic()
+        p = self.start_sluice(cfg, f"snap-{table}")
+        peaks = []
+        try:
+            while True:
+                if p.poll() is not None:
+                    raise RuntimeError(f"sluice exited {p.returncode}: {self.log_tail(f'snap-{table}')}")
+                v = rss_peak_kib(p.pid)
+                if v:
+                    peaks.append(v)
+                try:
+                    if int(self.ch.scalar(f"SELECT count() FROM {ch_db}.{table}")) >= rows:
+                        break
+                except Exception:  # noqa: BLE001
+                    pass
+                if time.monotonic() - t0 > CATCH_UP_TIMEOUT:
+                    raise RuntimeError(f"snapshot not done after {CATCH_UP_TIMEOUT} s: "
+                                       f"{self.log_tail(f'snap-{table}')}")
+                time.sleep(0.1)
+            dt = time.monotonic() - t0
+        finally:
+            self.stop(p)
+            self.pg.psql(f"SELECT pg_drop_replication_slot('bench_snap_{table}')")
+        self.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+        return self.record(phase="snapshot", system="sluice", table=table, rows=rows, seconds=round(dt, 3),
+                           bytes=self.copy_bytes.get(table), peak_rss_kib=max(peaks) if peaks else None,
+                           note="start of `sluice run` (new slot, initial snapshot) to every row in ClickHouse")
 
     def snap_copy(self, table, rows):
         # psql drains COPY ... TO STDOUT (FORMAT binary); wc -c counts the bytes.
@@ -368,7 +403,7 @@ class Harness:
             time.sleep(0.2)
         raise RuntimeError(f"not caught up after {timeout} s: {last_err}")
 
-    def sluice_config(self, name, slot, tables, ch_db, max_delay):
+    def sluice_config(self, name, slot, tables, ch_db, max_delay, snapshot=False):
         path = os.path.join(self.work, f"{name}.toml")
         tl = ", ".join(f'"public.{t}"' for t in tables)
         with open(path, "w") as f:
@@ -381,6 +416,7 @@ url = "{self.pg.url()}"
 slot = "{slot}"
 publication = "{PUB}"
 tables = [{tl}]
+initial_snapshot = {"true" if snapshot else "false"}
 
 [batch]
 max_rows = 100000
