@@ -16,4 +16,12 @@ SLUICE_SKIP_INSTALL=1 bash scripts/services.sh start >/dev/null
 source "${SLUICE_SERVICES_DIR:-/tmp/sluice-services}/env"
 export SLUICE_TEST_PG_URL SLUICE_TEST_CLICKHOUSE_URL SLUICE_TEST_KAFKA_BROKERS SLUICE_PG_BIN
 echo "test servers: PostgreSQL $SLUICE_TEST_PG_URL, ClickHouse $SLUICE_TEST_CLICKHOUSE_URL, Kafka $SLUICE_TEST_KAFKA_BROKERS" >&2
-cargo test "$@"
+log=$(mktemp)
+set +e
+cargo test "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ {p += $4; f += $6} END {printf "total: %d passed, %d failed\n", p, f}' "$log"
+rm -f "$log"
+exit "$status"
