@@ -178,3 +178,31 @@ async fn table_added_later_is_copied() {
     );
     assert!(terminate(&mut again, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_without_binary_form_are_copied_as_text() {
+    let db = fresh_db("snap_text").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE shapes (id int PRIMARY KEY, r int4range, p point);
+             INSERT INTO shapes SELECT g, int4range(g, g + 10), point(g, g * 2) FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.shapes"], "");
+    let mut run = p.spawn(&[]);
+    let pg_sql = "SELECT id::text, r::text, p::text FROM shapes";
+    let ch = format!(
+        "SELECT toString(id), r, p FROM `{}`.shapes FINAL WHERE _is_deleted = 0",
+        p.ch_db
+    );
+    wait_equal(&p, &db.client, pg_sql, &ch, Duration::from_secs(60)).await;
+    db.client
+        .batch_execute("UPDATE shapes SET r = '[7,8)' WHERE id < 5; INSERT INTO shapes VALUES (1000, 'empty', '(0,0)')")
+        .await
+        .unwrap();
+    let rows = wait_equal(&p, &db.client, pg_sql, &ch, Duration::from_secs(60)).await;
+    assert_eq!(rows.len(), 501);
+    assert!(p.last_log().contains("replicating in text format"));
+    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+}

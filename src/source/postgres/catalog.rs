@@ -473,6 +473,52 @@ pub async fn not_null_columns(
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
+/// A table column as the snapshot and the type check need it.
+#[derive(Debug, Clone)]
+pub struct TableColumn {
+    pub name: String,
+    pub type_oid: u32,
+    pub typmod: i32,
+    pub not_null: bool,
+    /// Part of the replica identity, as pgoutput flags it.
+    pub is_key: bool,
+}
+
+/// The published columns of a table in attnum order (generated columns
+/// are not published by pgoutput, so they are left out here too).
+pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
+                    CASE c.relreplident
+                      WHEN 'f' THEN true
+                      WHEN 'n' THEN false
+                      WHEN 'i' THEN a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
+                                      WHERE i.indrelid = c.oid AND i.indisreplident LIMIT 1), '{}'))
+                      ELSE a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
+                                      WHERE i.indrelid = c.oid AND i.indisprimary LIMIT 1), '{}'))
+                    END
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
+               AND NOT a.attisdropped AND a.attgenerated = ''
+             ORDER BY a.attnum",
+            &[&t.schema, &t.name],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TableColumn {
+            name: r.get(0),
+            type_oid: r.get(1),
+            typmod: r.get(2),
+            not_null: r.get(3),
+            is_key: r.get(4),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

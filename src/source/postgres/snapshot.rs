@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -18,11 +19,37 @@ use super::assembler::{describe_table, ColumnSpec, TypeCache};
 use super::catalog;
 use super::copy_binary::CopyBinaryDecoder;
 use super::error::SourceError;
-use super::types::TypeOptions;
+use super::types::{ArrowMapping, DecoderKind, TypeOptions};
 use crate::batch::{RowMeta, TableBuilder};
-use crate::change::{TableBatch, OP_READ};
+use crate::change::{TableBatch, TableShape, OP_READ};
 use crate::config::{quote_ident, TableName};
 use crate::lsn::Lsn;
+
+/// A table's column names, shape and mappings, from the catalog.
+pub async fn describe(
+    client: &Client,
+    table: &TableName,
+    types: &mut TypeCache,
+    options: &TypeOptions,
+) -> Result<(Vec<String>, Arc<TableShape>, Vec<ArrowMapping>), SourceError> {
+    let cols = catalog::table_columns(client, table).await?;
+    if cols.is_empty() {
+        return Err(SourceError::NotReady(format!(
+            "table {table} does not exist"
+        )));
+    }
+    let oids: Vec<u32> = cols.iter().map(|c| c.type_oid).collect();
+    catalog::resolve_types(client, &oids, types).await?;
+    let specs = cols.iter().map(|c| ColumnSpec {
+        name: &c.name,
+        type_oid: c.type_oid,
+        typmod: c.typmod,
+        not_null: c.not_null,
+        is_key: c.is_key,
+    });
+    let (shape, mappings) = describe_table(table, specs, types, options, &mut HashSet::new())?;
+    Ok((cols.into_iter().map(|c| c.name).collect(), shape, mappings))
+}
 
 /// Streams one table's rows as batches of at most `max_rows`.
 pub struct SnapshotReader {
@@ -46,49 +73,29 @@ impl SnapshotReader {
         version: Lsn,
         max_rows: usize,
     ) -> Result<SnapshotReader, SourceError> {
-        let rows = client
-            .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
-                        CASE c.relreplident
-                          WHEN 'f' THEN true
-                          WHEN 'n' THEN false
-                          WHEN 'i' THEN a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                          WHERE i.indrelid = c.oid AND i.indisreplident LIMIT 1), '{}'))
-                          ELSE a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                          WHERE i.indrelid = c.oid AND i.indisprimary LIMIT 1), '{}'))
-                        END
-                 FROM pg_attribute a
-                 JOIN pg_class c ON c.oid = a.attrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
-                   AND NOT a.attisdropped AND a.attgenerated = ''
-                 ORDER BY a.attnum",
-                &[&table.schema, &table.name],
-            )
-            .await?;
-        if rows.is_empty() {
-            return Err(SourceError::NotReady(format!(
-                "table {table} does not exist"
-            )));
+        let (names, shape, mut mappings) = describe(client, table, types, options).await?;
+        // Types without a binary form are copied as their text (the same
+        // form the stream sends for them), so the Arrow column is the same.
+        let mut select = Vec::with_capacity(names.len());
+        for (name, m) in names.iter().zip(mappings.iter_mut()) {
+            let col = quote_ident(name);
+            if !m.needs_text_format {
+                select.push(col);
+                continue;
+            }
+            m.needs_text_format = false;
+            match &mut m.decoder {
+                DecoderKind::Array(el) => {
+                    el.decoder = DecoderKind::Text;
+                    el.needs_text_format = false;
+                    select.push(format!("{col}::text[]"));
+                }
+                other => {
+                    *other = DecoderKind::Text;
+                    select.push(format!("{col}::text"));
+                }
+            }
         }
-        let oids: Vec<u32> = rows.iter().map(|r| r.get(1)).collect();
-        catalog::resolve_types(client, &oids, types).await?;
-        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        let specs = rows.iter().zip(&names).map(|(r, name)| ColumnSpec {
-            name,
-            type_oid: r.get(1),
-            typmod: r.get(2),
-            not_null: r.get(3),
-            is_key: r.get(4),
-        });
-        let (shape, mappings) = describe_table(table, specs, types, options, &mut HashSet::new())?;
-        if let Some(m) = mappings.iter().find(|m| m.needs_text_format) {
-            return Err(SourceError::NotReady(format!(
-                "table {table}: type {} has no binary form, so it cannot be copied (set source.postgres.initial_snapshot = false and load the table yourself)",
-                m.pg_type
-            )));
-        }
-        let select: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
         let sql = format!(
             "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
             select.join(", "),

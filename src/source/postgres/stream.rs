@@ -142,12 +142,13 @@ impl Session {
         let mut repl = ReplicationConnection::connect(&cfg.conn, &startup).await?;
         prepare(cfg, &catalog_client, &mut repl, SlotSnapshot::NoExport).await?;
         let proto_version = max_proto_version(settings.version_num).min(4);
+        let binary = cfg.binary && all_binary(&catalog_client, cfg).await?;
         let start = opts.resume.unwrap_or(Lsn::ZERO);
         let options = StartOptions {
             proto_version,
             publication: cfg.publication.clone(),
             streaming: true,
-            binary: cfg.binary,
+            binary,
             messages: false,
         };
         repl.start(&cfg.slot, start, &options).await?;
@@ -466,6 +467,31 @@ impl Session {
     pub fn durable(&self) -> Lsn {
         self.durable
     }
+}
+
+/// Whether every column of the configured tables has a binary decoder;
+/// pgoutput's binary option applies to all of them, so one type without
+/// (ranges, geometric types, ...) makes the whole stream text.
+async fn all_binary(client: &Client, cfg: &PostgresSourceConfig) -> Result<bool, SourceError> {
+    let mut types = super::assembler::TypeCache::new();
+    let options = type_options(cfg);
+    let mut binary = true;
+    for table in &cfg.tables {
+        let Ok((names, _, mappings)) =
+            super::snapshot::describe(client, table, &mut types, &options).await
+        else {
+            // A missing table is reported where it matters (publication).
+            continue;
+        };
+        for (name, m) in names.iter().zip(&mappings) {
+            if m.needs_text_format {
+                tracing::warn!(table = %table, column = %name, pg_type = %m.pg_type,
+                    "no binary decoder for this type: replicating in text format");
+                binary = false;
+            }
+        }
+    }
+    Ok(binary)
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
