@@ -122,3 +122,55 @@ async fn drop_removes_slot_publication_and_checkpoint() {
         .unwrap();
     assert!(slots.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidated_slot_says_to_resync() {
+    // A server that drops WAL a slot still needs after 1 MB.
+    let pg = OwnPostgres::start(&["max_slot_wal_keep_size=1MB"]);
+    let client = connect(&pg.url).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    let cfg = source_config(&pg.url, &["public.t"]);
+    client
+        .batch_execute(&format!(
+            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+            cfg.slot
+        ))
+        .await
+        .unwrap();
+    let mut status = String::new();
+    for round in 0..30 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series({0} * 20000 + 1, {0} * 20000 + 20000) g;
+                 SELECT pg_switch_wal();
+                 CHECKPOINT;",
+                round
+            ))
+            .await
+            .unwrap();
+        status = client
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&cfg.slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .unwrap_or_default();
+        if status == "lost" {
+            break;
+        }
+    }
+    assert_eq!(status, "lost", "the server did not invalidate the slot");
+    let e = start_err(&cfg).await;
+    assert!(matches!(e, SourceError::SlotInvalidated { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("invalidated") && text.contains("sluice drop"),
+        "{text}"
+    );
+    assert!(!e.is_retryable());
+}
