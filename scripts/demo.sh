@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh: the README's main job. On a fresh machine: installs what is
 # missing, starts local PostgreSQL and ClickHouse (the test bed's servers),
-# creates a `demo` database with sample tables, runs `sluice check` and then
-# `sluice run -c configs/demo.toml`, writes orders and customers while it
-# runs, shows them arriving in ClickHouse, and stops sluice gracefully.
+# creates a `demo` database with sample tables (customers already filled:
+# they arrive through the initial snapshot), runs `sluice check` and then
+# `sluice run -c configs/demo.toml`, writes orders while it runs, shows them
+# arriving in ClickHouse, and stops sluice gracefully.
 #   scripts/demo.sh            # the demo, ~1 minute
 #   scripts/demo.sh --follow   # keep sluice running until Ctrl-C
 set -euo pipefail
@@ -35,6 +36,8 @@ psql "$DEMO_PG_URL" -q <<'SQL'
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, tier text);
 CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, amount numeric(12,2),
                      status text, tags text[], created timestamptz NOT NULL DEFAULT now());
+-- Rows that exist before sluice starts arrive through its initial snapshot.
+INSERT INTO customers SELECT g, 'customer ' || g, CASE WHEN g % 3 = 0 THEN 'gold' END FROM generate_series(1, 100) g;
 SQL
 ch "DROP DATABASE IF EXISTS demo" >/dev/null
 rm -rf checkpoints/demo checkpoints/demo.*
@@ -51,9 +54,8 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-echo "== writing to PostgreSQL"
+echo "== writing to PostgreSQL while sluice runs"
 psql "$DEMO_PG_URL" -q <<'SQL'
-INSERT INTO customers SELECT g, 'customer ' || g, CASE WHEN g % 3 = 0 THEN 'gold' END FROM generate_series(1, 100) g;
 INSERT INTO orders (id, customer, amount, status, tags)
   SELECT g, 1 + g % 100, round((random() * 500)::numeric, 2), 'new', ARRAY['web']
   FROM generate_series(1, 50000) g;
@@ -72,6 +74,8 @@ done
 echo "orders in PostgreSQL: $expected, in ClickHouse: $got"
 echo "-- ClickHouse: SELECT status, count(), sum(amount) FROM demo.orders FINAL WHERE _is_deleted = 0 GROUP BY status"
 ch "SELECT status, count(), sum(amount) FROM demo.orders FINAL WHERE _is_deleted = 0 GROUP BY status ORDER BY status FORMAT PrettyCompactMonoBlock"
+echo "-- ClickHouse: customers (from the snapshot, one updated since)"
+ch "SELECT count(), countIf(tier = 'gold') FROM demo.customers FINAL WHERE _is_deleted = 0 FORMAT PrettyCompactMonoBlock"
 echo "-- ClickHouse: customer 7"
 ch "SELECT id, name, tier, _version, _lsn FROM demo.customers FINAL WHERE id = 7 FORMAT PrettyCompactMonoBlock"
 
