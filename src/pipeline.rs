@@ -29,6 +29,8 @@ use crate::source::postgres::SourceError;
 /// Flushes in flight between source and sink: enough to overlap decoding
 /// with inserting, small enough to bound memory.
 pub const FLUSH_CHANNEL_CAPACITY: usize = 2;
+/// Snapshot batches decoded ahead of the one being inserted.
+pub const SNAPSHOT_BATCHES_AHEAD: usize = 2;
 pub const RETRY_INITIAL: Duration = Duration::from_millis(500);
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Env hook for crash tests: abort the process right after the sink wrote
@@ -281,9 +283,24 @@ async fn snapshot_tables(
                 config.batch.max_rows,
             )
             .await?;
-            while let Some(batch) = reader.next_batch().await? {
+            // Reading and decoding overlap with inserting: the reader runs
+            // ahead by at most SNAPSHOT_BATCHES_AHEAD batches.
+            let (tx, mut rx) = mpsc::channel(SNAPSHOT_BATCHES_AHEAD);
+            let read = tokio::spawn(
+                async move {
+                    while let Some(batch) = reader.next_batch().await? {
+                        if tx.send(batch).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok::<_, SourceError>(reader.rows())
+                }
+                .instrument(tracing::Span::current()),
+            );
+            while let Some(batch) = rx.recv().await {
                 if shutdown.is_cancelled() {
                     tracing::info!("snapshot interrupted by shutdown; it restarts on the next run");
+                    read.abort();
                     return Ok(());
                 }
                 let flush = Flush {
@@ -293,6 +310,9 @@ async fn snapshot_tables(
                 apply_with_retry(sink, &flush, shutdown).await?;
                 metrics::counter!(m::ROWS_WRITTEN).increment(flush.rows() as u64);
             }
+            let rows = read
+                .await
+                .map_err(|e| SourceError::NotReady(format!("snapshot reader failed: {e}")))??;
             let state = cp
                 .tables
                 .entry(table.to_string())
@@ -302,9 +322,9 @@ async fn snapshot_tables(
             tokio::task::block_in_place(|| store.save(cp))?;
             let secs = started.elapsed().as_secs_f64();
             tracing::info!(
-                rows = reader.rows(),
+                rows,
                 seconds = format!("{secs:.1}"),
-                rows_per_sec = format!("{:.0}", reader.rows() as f64 / secs.max(1e-9)),
+                rows_per_sec = format!("{:.0}", rows as f64 / secs.max(1e-9)),
                 "snapshot done"
             );
             Ok::<_, PipelineError>(())
