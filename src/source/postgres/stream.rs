@@ -113,7 +113,6 @@ pub struct Session {
     durable: Lsn,
     /// Highest checkpoint handed to the sink.
     requested: Lsn,
-    last_status: Instant,
     last_idle_advance: Instant,
     buffered_since: Option<Instant>,
     buffered_wire_bytes: u64,
@@ -168,7 +167,6 @@ impl Session {
             received: start,
             durable: start,
             requested: start,
-            last_status: now,
             last_idle_advance: now,
             buffered_since: None,
             buffered_wire_bytes: 0,
@@ -440,7 +438,6 @@ impl Session {
             pg_now_micros(),
             reply,
         );
-        self.last_status = Instant::now();
         self.repl.wire.send_copy_data(msg).await
     }
 
@@ -462,10 +459,6 @@ impl Session {
         let _ = self.repl.wire.end_copy().await;
         tracing::info!(confirmed = %self.durable, "source stopped");
         Ok(())
-    }
-
-    pub fn durable(&self) -> Lsn {
-        self.durable
     }
 }
 
