@@ -37,8 +37,9 @@ pub struct ConfigArg {
 pub enum Command {
     /// Replicate continuously until stopped (SIGINT/SIGTERM).
     ///
-    /// Creates the publication and slot if configured to, streams changes
-    /// into the sink in micro-batches, and after each batch is durable saves
+    /// Creates the publication and slot if configured to, copies the rows
+    /// tables already hold (initial snapshot, once per table), streams
+    /// changes into the sink in micro-batches, and after each batch is durable saves
     /// the checkpoint and only then confirms the position to PostgreSQL. On
     /// restart it resumes from the checkpoint. Transient failures (network,
     /// server restarts) are retried with backoff; fatal ones stop with an

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
             } else {
                 EXIT_FAILURE
             };
-            eprintln!("error: {e:#}");
+            // Our errors carry their causes in their own message.
+            eprintln!("error: {e}");
             ExitCode::from(code)
         }
     }
