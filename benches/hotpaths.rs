@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::change::{SinkItem, TableBatch};
-use sluice::lsn::Lsn;
-use sluice::sink::envelope::{EnvelopeEncoder, SourceInfo};
+use sluice::core::{SinkItem, TableBatch};
+use sluice::sink::kafka::envelope::{EnvelopeEncoder, SourceInfo};
 use sluice::source::postgres::assembler::Assembler;
 use sluice::source::postgres::copy_binary::CopyBinaryDecoder;
+use sluice::source::postgres::lsn::Lsn;
 use sluice::source::postgres::pgoutput::{PgOutputDecoder, PgOutputMessage};
 use sluice::source::postgres::types::TypeOptions;
 use synth::Table;

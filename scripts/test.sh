@@ -4,7 +4,7 @@
 # Installs what is missing (apt/pip), starts (or reuses) the test servers on
 # loopback (PostgreSQL 15, the ClickHouse stand-in, the Kafka broker) and
 # runs `cargo test`. Extra arguments go to cargo test, e.g.
-#   scripts/test.sh --test pg_source
+#   scripts/test.sh --test it -- pg_source      (one module of the integration tests)
 # The servers keep running for the next run; stop them with
 #   scripts/services.sh stop
 set -euo pipefail

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::cli::{Cli, Command};
+use sluice::app::cli::{Cli, Command};
 use sluice::config::{self, ConfigError};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -65,19 +65,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(addr) = cfg.metrics.listen {
                 sluice::metrics::install(addr).map_err(anyhow::Error::msg)?;
             }
-            sluice::pipeline::run(cfg, shutdown).await?;
+            sluice::run(cfg, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
             let cfg = config::load(&args.config)?;
-            for line in sluice::admin::status(&cfg).await? {
+            for line in sluice::app::status::status(&cfg).await? {
                 println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
             let cfg = config::load(&args.config)?;
-            let report = sluice::check::run(&cfg).await;
+            let report = sluice::app::check::run(&cfg).await;
             for line in &report.lines {
                 println!("{line}");
             }
@@ -102,7 +102,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            sluice::tail::run(&cfg, from, limit).await?;
+            sluice::app::tail::run(&cfg, from, limit).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Drop {
@@ -110,7 +110,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             keep_publication,
         } => {
             let cfg = config::load(&args.config)?;
-            for line in sluice::admin::drop_pipeline(&cfg, keep_publication).await? {
+            for line in sluice::app::drop::drop_pipeline(&cfg, keep_publication).await? {
                 println!("{line}");
             }
             Ok(ExitCode::SUCCESS)

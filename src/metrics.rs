@@ -4,8 +4,11 @@ use std::net::SocketAddr;
 
 pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
 pub const FLUSHES: &str = "sluice_flushes_total";
-pub const CHECKPOINT_LSN: &str = "sluice_checkpoint_lsn";
 pub const SINK_RETRIES: &str = "sluice_sink_retries_total";
+/// Retried attempts of any kind, labelled `what`.
+pub const RETRIES: &str = "sluice_retries_total";
+/// Tables stopped (failed) by this process.
+pub const TABLE_FAILURES: &str = "sluice_table_failures_total";
 pub const SOURCE_RECONNECTS: &str = "sluice_source_reconnects_total";
 pub const FLUSH_SECONDS: &str = "sluice_flush_seconds";
 
@@ -17,7 +20,14 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
     metrics::describe_counter!(ROWS_WRITTEN, "Rows written to the sink");
     metrics::describe_counter!(FLUSHES, "Micro-batch flushes applied to the sink");
-    metrics::describe_gauge!(CHECKPOINT_LSN, "Last durable checkpoint LSN");
+    metrics::describe_counter!(
+        RETRIES,
+        "Attempts retried after a transient error, by what was tried"
+    );
+    metrics::describe_counter!(
+        TABLE_FAILURES,
+        "Tables stopped because they cannot be replicated"
+    );
     metrics::describe_counter!(SINK_RETRIES, "Sink writes retried after a transient error");
     metrics::describe_counter!(
         SOURCE_RECONNECTS,

@@ -1,10 +1,55 @@
-//! Sinks: where changes land (ClickHouse, Kafka).
+//! Sinks: where changes land. Each implements [`Sink`]; the pipeline knows
+//! nothing else about them.
+//!
+//! - `clickhouse/`: upserts into `ReplacingMergeTree` tables over HTTP.
+//! - `kafka/`: the broker client (health check) and the Debezium-style envelope.
+//! - `memory`: keeps what it was given, for pipeline tests.
 
 pub mod clickhouse;
-pub mod envelope;
 pub mod kafka;
+pub mod memory;
 
-/// The sink layer's one error type, classified in one place.
+use std::future::Future;
+
+use crate::config::TableName;
+use crate::core::health::Report;
+use crate::core::{Classify, ErrorClass, SinkItem};
+
+/// A destination for micro-batches.
+///
+/// # Durability contract
+///
+/// [`Sink::apply`] returns `Ok` only once every item it was given is
+/// durable in the destination: a crash of sluice (or of the machine) right
+/// after `Ok` must not lose any of those rows. The pipeline relies on this to
+/// save the source position and then confirm it upstream; a sink that
+/// acknowledges early turns a crash into silent data loss.
+///
+/// Items are applied in order. The same items may be applied again after a
+/// crash or a retry (at-least-once); a sink must make that replay harmless
+/// (ClickHouse: `ReplacingMergeTree` versions; Kafka: consumers skip by
+/// position).
+pub trait Sink: Send {
+    /// Connects and prepares the destination (e.g. creates the database).
+    /// Called before the first `apply`; retried while it fails transiently.
+    fn open(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Applies `items` in order; returns once they are durable (see above).
+    /// A table the sink cannot follow (an incompatible schema change, a value
+    /// it cannot fill) is not an error of the call: the sink stops writing
+    /// that table, goes on with the others, and reports it through
+    /// [`Sink::take_failed`].
+    fn apply(&mut self, items: &[SinkItem]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Tables the sink stopped since the last call, with the reason.
+    fn take_failed(&mut self) -> Vec<(TableName, String)>;
+
+    /// Checks reachability, credentials and permissions without changing
+    /// anything (`sluice check`).
+    fn healthcheck(&self) -> impl Future<Output = Report> + Send;
+}
+
+/// The sink layer's one error type, classified in one place ([`Classify`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
@@ -12,22 +57,44 @@ pub enum SinkError {
     ClickHouseUnreachable { url: String, message: String },
     #[error("ClickHouse rejected the credentials of user \"{user}\": {message}")]
     ClickHouseAuth { user: String, message: String },
-    #[error("ClickHouse error: {0}")]
-    ClickHouse(String),
+    #[error("ClickHouse error: {message}")]
+    ClickHouse {
+        /// The `Code: N` of the server's exception, when it gave one.
+        code: Option<u32>,
+        message: String,
+    },
+    /// One table's data cannot be written; the others can.
+    #[error("table {table}: {message}")]
+    Table { table: TableName, message: String },
     #[error("Kafka: {0}")]
     Kafka(String),
     #[error("cannot reach the Kafka brokers {brokers}: {message}")]
     KafkaUnreachable { brokers: String, message: String },
+    /// A failure injected or reported by a test sink.
+    #[error("{message}")]
+    Other { message: String, transient: bool },
 }
 
-impl SinkError {
-    /// Whether waiting and retrying may help; otherwise a user must act.
-    pub fn is_retryable(&self) -> bool {
+impl Classify for SinkError {
+    fn class(&self) -> ErrorClass {
         match self {
-            SinkError::ClickHouseUnreachable { .. } | SinkError::KafkaUnreachable { .. } => true,
-            SinkError::ClickHouseAuth { .. } => false,
-            SinkError::ClickHouse(m) => clickhouse::is_retryable_message(m),
-            SinkError::Kafka(_) => false,
+            SinkError::ClickHouseUnreachable { .. } | SinkError::KafkaUnreachable { .. } => {
+                ErrorClass::Transient
+            }
+            SinkError::ClickHouse { code, .. } => {
+                if code.is_some_and(clickhouse::is_retryable_code) {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            SinkError::Table { table, .. } => ErrorClass::Table(table.clone()),
+            SinkError::Other {
+                transient: true, ..
+            } => ErrorClass::Transient,
+            SinkError::ClickHouseAuth { .. } | SinkError::Kafka(_) | SinkError::Other { .. } => {
+                ErrorClass::Fatal
+            }
         }
     }
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::quote_ch_ident as q;
 use super::types::{reconcile, ColumnPlan, Reconcile};
-use crate::change::meta;
 use crate::config::DropColumnMode;
+use crate::core::meta;
 
 /// Filled by ClickHouse when the row is written.
 pub const SYNCED_AT: &str = "_synced_at";

@@ -5,6 +5,7 @@
 
 mod ddl;
 mod encode;
+mod health;
 mod sink;
 mod toast;
 mod types;
@@ -16,7 +17,6 @@ use crate::config::ClickHouseSinkConfig;
 use crate::secret::redact;
 
 pub use ddl::TableKind;
-pub use encode::{format_interval, format_uuid};
 pub use sink::ClickHouseSink;
 pub use types::ServerCaps;
 
@@ -43,8 +43,9 @@ pub fn error_code(message: &str) -> Option<u32> {
     rest[..end].parse().ok()
 }
 
-pub(super) fn is_retryable_message(m: &str) -> bool {
-    error_code(m).is_some_and(|c| RETRYABLE_CODES.contains(&c))
+/// Whether a ClickHouse exception code clears up on its own.
+pub fn is_retryable_code(code: u32) -> bool {
+    RETRYABLE_CODES.contains(&code)
 }
 
 /// Maps a client error to the sink error users can act on. Never leaks the password.
@@ -57,13 +58,13 @@ pub fn map_error(cfg: &ClickHouseSinkConfig, e: clickhouse::error::Error) -> Sin
                 message,
             }
         }
-        _ if matches!(error_code(&message), Some(516) | Some(192) | Some(194)) => {
-            SinkError::ClickHouseAuth {
+        _ => match error_code(&message) {
+            Some(516) | Some(192) | Some(194) => SinkError::ClickHouseAuth {
                 user: cfg.user.clone(),
                 message,
-            }
-        }
-        _ => SinkError::ClickHouse(message),
+            },
+            code => SinkError::ClickHouse { code, message },
+        },
     }
 }
 
@@ -106,12 +107,8 @@ mod tests {
             Some(516)
         );
         assert_eq!(error_code("no code here"), None);
-        assert!(is_retryable_message(
-            "Code: 252. DB::Exception: Too many parts"
-        ));
-        assert!(!is_retryable_message(
-            "Code: 62. DB::Exception: Syntax error"
-        ));
+        assert!(is_retryable_code(252)); // too many parts
+        assert!(!is_retryable_code(62)); // syntax error
     }
 
     #[test]

@@ -14,8 +14,10 @@ use super::encode::{encode, ipc_stream};
 use super::toast::{self, quote_ch_string};
 use super::types::{plan_column, ColumnPlan, ServerCaps, DATE32_EXTENDED, DT64_EXTENDED};
 use super::{client, map_error, quote_ch_ident, SinkError};
-use crate::change::{meta, Flush, SinkItem, TableBatch, TableShape};
 use crate::config::{ClickHouseSinkConfig, NoKeyMode, TableName, TruncateMode};
+use crate::core::health::Report;
+use crate::core::{meta, SinkItem, TableBatch, TableShape};
+use crate::sink::Sink;
 
 /// Keys per TOAST lookup query.
 const LOOKUP_CHUNK: usize = 1000;
@@ -26,7 +28,11 @@ pub struct ClickHouseSink {
     client: Client,
     caps: ServerCaps,
     tables: HashMap<TableName, TableState>,
+    /// Tables stopped by a change the sink cannot follow; their later rows
+    /// are skipped.
     failed: BTreeMap<TableName, String>,
+    /// Newly failed, not yet reported through `take_failed`.
+    newly_failed: Vec<(TableName, String)>,
 }
 
 struct TableState {
@@ -39,31 +45,24 @@ struct TableState {
 }
 
 impl ClickHouseSink {
-    /// Connects, learns what the server supports, creates the database if missing.
-    pub async fn connect(cfg: &ClickHouseSinkConfig) -> Result<Self, SinkError> {
-        let client = client(cfg);
-        let caps = probe(cfg, &client).await?;
-        tracing::info!(
-            time64 = caps.time64,
-            date32_min = caps.date32_min,
-            date32_max = caps.date32_max,
-            "ClickHouse sink connected"
-        );
-        client
-            .query_raw(&format!(
-                "CREATE DATABASE IF NOT EXISTS {}",
-                quote_ch_ident(&cfg.database)
-            ))
-            .execute()
-            .await
-            .map_err(|e| map_error(cfg, e))?;
-        Ok(ClickHouseSink {
+    /// A sink for the configured server; no I/O until [`Sink::open`].
+    pub fn new(cfg: &ClickHouseSinkConfig) -> Self {
+        ClickHouseSink {
             cfg: cfg.clone(),
-            client,
-            caps,
+            client: client(cfg),
+            caps: ServerCaps::classic(),
             tables: HashMap::new(),
             failed: BTreeMap::new(),
-        })
+            newly_failed: Vec::new(),
+        }
+    }
+
+    /// Connects, learns what the server supports, creates the database if
+    /// missing (the same as [`Sink::open`], for callers that hold a config).
+    pub async fn connect(cfg: &ClickHouseSinkConfig) -> Result<Self, SinkError> {
+        let mut sink = ClickHouseSink::new(cfg);
+        sink.open().await?;
+        Ok(sink)
     }
 
     /// What the server turned out to support.
@@ -71,16 +70,15 @@ impl ClickHouseSink {
         &self.caps
     }
 
-    /// Tables stopped by a change the sink cannot follow, with the reason.
-    /// Their later rows are skipped; other tables continue.
+    /// Every table stopped so far, with the reason.
     pub fn failed_tables(&self) -> &BTreeMap<TableName, String> {
         &self.failed
     }
 
     /// Applies the items in order; returns once ClickHouse acknowledged every
     /// insert (each is synchronous: no async insert, `wait_end_of_query=1`).
-    pub async fn apply(&mut self, flush: &Flush) -> Result<(), SinkError> {
-        for item in &flush.items {
+    async fn apply_items(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
+        for item in items {
             match item {
                 SinkItem::Rows(tb) => self.apply_rows(tb).await?,
                 SinkItem::Truncate(tables) => {
@@ -104,7 +102,8 @@ impl ClickHouseSink {
     fn fail(&mut self, t: &TableName, reason: String) {
         tracing::error!(table = %t, reason = %reason, "ClickHouse sink stops replicating this table");
         self.tables.remove(t);
-        self.failed.insert(t.clone(), reason);
+        self.failed.insert(t.clone(), reason.clone());
+        self.newly_failed.push((t.clone(), reason));
     }
 
     async fn exec(&self, sql: &str) -> Result<(), SinkError> {
@@ -159,9 +158,11 @@ impl ClickHouseSink {
             return Ok(());
         };
         let with_op = state.kind == TableKind::AppendOnly;
-        let enc = encode(&tb.batch, &state.plans, &self.caps, with_op).map_err(|e| {
-            SinkError::ClickHouse(format!("table {table}: encoding the batch: {e}"))
-        })?;
+        let enc =
+            encode(&tb.batch, &state.plans, &self.caps, with_op).map_err(|e| SinkError::Table {
+                table: table.clone(),
+                message: format!("encoding the batch: {e}"),
+            })?;
         if enc.clamped.dates + enc.clamped.timestamps > 0 {
             tracing::warn!(
                 table = %table,
@@ -184,8 +185,10 @@ impl ClickHouseSink {
                 }
             },
         };
-        let body = ipc_stream(&batch)
-            .map_err(|e| SinkError::ClickHouse(format!("table {table}: Arrow IPC: {e}")))?;
+        let body = ipc_stream(&batch).map_err(|e| SinkError::Table {
+            table: table.clone(),
+            message: format!("Arrow IPC: {e}"),
+        })?;
         let mut ins = self
             .client
             .insert_formatted_with(state.insert_sql.clone())
@@ -292,8 +295,11 @@ impl ClickHouseSink {
         let body = self.fetch(&sql, "JSONEachRow").await?;
         let mut out = Vec::new();
         for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| SinkError::ClickHouse(format!("reading system.columns: {e}")))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| SinkError::ClickHouse {
+                    code: None,
+                    message: format!("reading system.columns: {e}"),
+                })?;
             out.push(ExistingColumn {
                 name: v["name"].as_str().unwrap_or_default().to_string(),
                 ty: v["type"].as_str().unwrap_or_default().to_string(),
@@ -313,10 +319,9 @@ impl ClickHouseSink {
         u: &toast::Unchanged,
     ) -> Result<Result<RecordBatch, String>, SinkError> {
         let table = &state.shape.table;
-        let arrow_err = |e: arrow::error::ArrowError| {
-            SinkError::ClickHouse(format!(
-                "table {table}: filling unchanged TOAST values: {e}"
-            ))
+        let arrow_err = |e: arrow::error::ArrowError| SinkError::Table {
+            table: table.clone(),
+            message: format!("filling unchanged TOAST values: {e}"),
         };
         let schema = enc.schema();
         let key_cols: Vec<usize> = match state.kind {
@@ -332,14 +337,22 @@ impl ClickHouseSink {
         let deleted: Vec<bool> = {
             let d = src
                 .column_by_name(meta::IS_DELETED)
-                .ok_or_else(|| SinkError::ClickHouse("batch lacks _is_deleted".into()))?
+                .ok_or_else(|| {
+                    arrow_err(arrow::error::ArrowError::SchemaError(
+                        "the batch lacks _is_deleted".into(),
+                    ))
+                })?
                 .as_primitive::<UInt8Type>();
             (0..d.len()).map(|i| d.value(i) == 1).collect()
         };
         let versions: Vec<u64> = {
             let v = src
                 .column_by_name(meta::VERSION)
-                .ok_or_else(|| SinkError::ClickHouse("batch lacks _version".into()))?
+                .ok_or_else(|| {
+                    arrow_err(arrow::error::ArrowError::SchemaError(
+                        "the batch lacks _version".into(),
+                    ))
+                })?
                 .as_primitive::<UInt64Type>();
             v.values().to_vec()
         };
@@ -416,6 +429,39 @@ impl ClickHouseSink {
                 )))
             }
         }
+    }
+}
+
+impl Sink for ClickHouseSink {
+    async fn open(&mut self) -> Result<(), SinkError> {
+        let cfg = &self.cfg;
+        self.caps = probe(cfg, &self.client).await?;
+        tracing::info!(
+            time64 = self.caps.time64,
+            date32_min = self.caps.date32_min,
+            date32_max = self.caps.date32_max,
+            "ClickHouse sink connected"
+        );
+        self.client
+            .query_raw(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                quote_ch_ident(&cfg.database)
+            ))
+            .execute()
+            .await
+            .map_err(|e| map_error(cfg, e))
+    }
+
+    async fn apply(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
+        self.apply_items(items).await
+    }
+
+    fn take_failed(&mut self) -> Vec<(TableName, String)> {
+        std::mem::take(&mut self.newly_failed)
+    }
+
+    async fn healthcheck(&self) -> Report {
+        super::health::healthcheck(&self.cfg).await
     }
 }
 

@@ -14,7 +14,7 @@ use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::quote_ch_ident;
-use crate::change::meta;
+use crate::core::meta;
 
 /// Cells to fill: per row, the source column indexes not sent.
 pub struct Unchanged {

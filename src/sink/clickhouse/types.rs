@@ -1,4 +1,4 @@
-//! Source column (Arrow type + PostgreSQL type) -> ClickHouse column type, and
+//! Source column (logical type + Arrow type) -> ClickHouse column type, and
 //! which ClickHouse types an existing column may change into.
 //!
 //! The mapping table lives in `docs/clickhouse-sink.md`; the type strings are
@@ -7,8 +7,8 @@
 
 use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 
-use crate::change::ColumnInfo;
 use crate::config::JsonType;
+use crate::core::ColumnInfo;
 
 /// Engine capabilities and bounds learned at connect time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn plan_column(
     let (ch_type, enc, null_flag) = match &col.data_type {
         DataType::List(f) | DataType::LargeList(f) => {
             let (inner, enc) = scalar(f.data_type(), col, JsonType::String, caps);
-            let inner = if col.is_enum {
+            let inner = if col.logical.is_enum() {
                 "LowCardinality(Nullable(String))".to_string()
             } else {
                 nullable_of(&inner)
@@ -110,7 +110,7 @@ pub fn plan_column(
         }
         dt => {
             let (base, mut enc) = scalar(dt, col, json, caps);
-            let ty = if col.is_enum {
+            let ty = if col.logical.is_enum() {
                 if nullable {
                     "LowCardinality(Nullable(String))".to_string()
                 } else {
@@ -160,8 +160,7 @@ fn scalar(dt: &DataType, col: &ColumnInfo, json: JsonType, caps: &ServerCaps) ->
             (format!("Decimal({p}, {})", (*s).max(0)), Enc::Pass)
         }
         DataType::Utf8 | DataType::LargeUtf8 => {
-            let is_json = matches!(col.pg_type.as_str(), "json" | "jsonb" | "_json" | "_jsonb");
-            if is_json && json == JsonType::Json {
+            if col.logical.is_json() && json == JsonType::Json {
                 pass("JSON")
             } else {
                 pass("String")

@@ -5,19 +5,18 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::error::SourceError;
+use super::builder::TableBuilder;
+use super::lsn::Lsn;
 use super::pgoutput::{OldTuple, PgOutputMessage, RelationBody, TupleData, TupleValue};
-use super::types::{arrow_type, ArrowMapping, PgType, PgTypeKind, TypeOptions};
-use crate::batch::{is_reserved_column, RowMeta, TableBuilder};
-use crate::change::{ColumnInfo, Flush, SinkItem, TableShape, OP_DELETE, OP_INSERT, OP_UPDATE};
+use super::setup::{describe_table, ColumnSpec};
+use super::types::{ArrowMapping, TypeCache, TypeOptions};
 use crate::config::TableName;
-use crate::lsn::Lsn;
+use crate::core::meta::{RowMeta, OP_DELETE, OP_INSERT, OP_UPDATE};
+use crate::core::{Flush, SinkItem, TableShape};
+use crate::source::SourceError;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
-
-/// Resolved column types by OID, filled by the caller from the catalog.
-pub type TypeCache = HashMap<u32, PgType>;
 
 /// What the caller looked up in the catalog for the Relations it hands over.
 #[derive(Debug, Default)]
@@ -330,10 +329,12 @@ impl Assembler {
                 TupleValue::Text(t) => col.append_text(Some(t)),
             };
             if let Err(e) = res {
-                return Err(SourceError::Decode(format!(
-                    "{}.{}: {e}",
-                    shape.table, shape.columns[i].name
-                )));
+                // A value this table's column cannot hold: stop this table
+                // only (the others are unaffected).
+                return Err(SourceError::TableData {
+                    table: shape.table.clone(),
+                    message: format!("column \"{}\": {e}", shape.columns[i].name),
+                });
             }
         }
         builder.finish_row(meta, &self.unchanged);
@@ -341,7 +342,7 @@ impl Assembler {
     }
 
     /// Everything buffered so far, with the checkpoint it makes safe.
-    pub fn take_flush(&mut self) -> Flush {
+    pub fn take_flush(&mut self) -> Flush<Lsn> {
         let mut ids: Vec<u32> = self.builders.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -354,7 +355,7 @@ impl Assembler {
         self.pending_rows = 0;
         Flush {
             items: std::mem::take(&mut self.pending),
-            checkpoint: self.last_commit_end.take(),
+            position: self.last_commit_end.take(),
         }
     }
 
@@ -374,80 +375,6 @@ fn same_value(a: &TupleValue<'_>, b: &TupleValue<'_>) -> bool {
         | (TupleValue::Text(x), TupleValue::Text(y)) => x == y,
         // Key columns are never TOAST-unchanged in practice; treat as same.
         (TupleValue::UnchangedToast, _) | (_, TupleValue::UnchangedToast) => true,
-        _ => false,
-    }
-}
-
-/// One column as the catalog or a Relation message describes it.
-pub struct ColumnSpec<'a> {
-    pub name: &'a str,
-    pub type_oid: u32,
-    pub typmod: i32,
-    pub is_key: bool,
-    pub not_null: bool,
-}
-
-/// A table's shape and Arrow mappings from its columns (shared by the
-/// stream's Relation messages and the snapshot's catalog lookup, so both
-/// produce the same batches). `warned` keeps "replicated as text" warnings
-/// to one per column.
-pub fn describe_table<'a>(
-    table: &TableName,
-    specs: impl Iterator<Item = ColumnSpec<'a>>,
-    types: &TypeCache,
-    options: &TypeOptions,
-    warned: &mut HashSet<String>,
-) -> Result<(Arc<TableShape>, Vec<ArrowMapping>), SourceError> {
-    let mut columns = Vec::new();
-    let mut mappings = Vec::new();
-    for col in specs {
-        if is_reserved_column(col.name) {
-            return Err(SourceError::NotReady(format!(
-                "table {table}: column \"{}\" collides with a sluice metadata column; rename it",
-                col.name
-            )));
-        }
-        let mut ty = types.get(&col.type_oid).cloned().ok_or_else(|| {
-            SourceError::Protocol(format!(
-                "type {} of {table}.{} was not resolved",
-                col.type_oid, col.name
-            ))
-        })?;
-        ty.typmod = col.typmod;
-        if let PgTypeKind::Array { element } = &mut ty.kind {
-            element.typmod = col.typmod;
-        }
-        let mapping = arrow_type(&ty, options).map_err(|e| {
-            SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
-        })?;
-        if let Some(w) = &mapping.warning {
-            if warned.insert(format!("{table}.{}", col.name)) {
-                tracing::warn!(table = %table, column = %col.name, "{w}");
-            }
-        }
-        columns.push(ColumnInfo {
-            name: col.name.to_owned(),
-            pg_type: ty.name.clone(),
-            data_type: mapping.data_type.clone(),
-            is_key: col.is_key,
-            nullable: !col.not_null,
-            is_enum: is_enum(&ty),
-        });
-        mappings.push(mapping);
-    }
-    let shape = Arc::new(TableShape {
-        table: table.clone(),
-        columns,
-    });
-    Ok((shape, mappings))
-}
-
-/// Enums (also inside domains and arrays) become LowCardinality strings in sinks.
-fn is_enum(t: &PgType) -> bool {
-    match &t.kind {
-        PgTypeKind::Enum => true,
-        PgTypeKind::Domain { base } => is_enum(base),
-        PgTypeKind::Array { element } => is_enum(element),
         _ => false,
     }
 }

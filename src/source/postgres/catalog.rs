@@ -3,10 +3,10 @@
 
 use tokio_postgres::{Client, NoTls};
 
-use super::error::SourceError;
+use super::lsn::Lsn;
 use crate::config::{quote_ident, PgConnInfo, TableName};
-use crate::lsn::Lsn;
 use crate::secret::redact;
+use crate::source::error::SourceError;
 
 /// Opens an ordinary connection; its driver task runs until the client drops.
 pub async fn connect(info: &PgConnInfo) -> Result<Client, SourceError> {
@@ -358,7 +358,7 @@ pub async fn drop_publication(c: &Client, name: &str) -> Result<bool, SourceErro
 pub async fn resolve_types(
     c: &Client,
     oids: &[u32],
-    cache: &mut super::assembler::TypeCache,
+    cache: &mut super::types::TypeCache,
 ) -> Result<(), SourceError> {
     use std::collections::HashMap;
 
@@ -413,7 +413,7 @@ pub async fn resolve_types(
     fn build(
         oid: u32,
         raw: &HashMap<u32, Raw>,
-        cache: &super::assembler::TypeCache,
+        cache: &super::types::TypeCache,
         depth: u32,
     ) -> PgType {
         if let Some(t) = cache.get(&oid) {

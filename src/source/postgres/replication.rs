@@ -2,10 +2,10 @@
 //! IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT, START_REPLICATION and the slot
 //! queries sluice needs around them.
 
-use super::error::SourceError;
+use super::lsn::Lsn;
 use super::wire::PgWire;
 use crate::config::{quote_ident, quote_literal, PgConnInfo};
-use crate::lsn::Lsn;
+use crate::source::error::SourceError;
 
 /// What IDENTIFY_SYSTEM answers.
 #[derive(Debug, Clone)]

@@ -7,49 +7,22 @@
 //! with the same outcome. So a snapshot may be repeated after a crash, and a
 //! table added later is copied while streaming goes on.
 
-use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use tokio_postgres::{Client, CopyOutStream};
 
-use super::assembler::{describe_table, ColumnSpec, TypeCache};
-use super::catalog;
+use super::builder::TableBuilder;
 use super::copy_binary::CopyBinaryDecoder;
-use super::error::SourceError;
-use super::types::{ArrowMapping, DecoderKind, TypeOptions};
-use crate::batch::{RowMeta, TableBuilder};
-use crate::change::{TableBatch, TableShape, OP_READ};
+use super::lsn::Lsn;
+use super::setup::{describe, TableDescription};
+use super::types::TypeCache;
+use super::types::{DecoderKind, TypeOptions};
 use crate::config::{quote_ident, TableName};
-use crate::lsn::Lsn;
-
-/// A table's column names, shape and mappings, from the catalog.
-pub async fn describe(
-    client: &Client,
-    table: &TableName,
-    types: &mut TypeCache,
-    options: &TypeOptions,
-) -> Result<(Vec<String>, Arc<TableShape>, Vec<ArrowMapping>), SourceError> {
-    let cols = catalog::table_columns(client, table).await?;
-    if cols.is_empty() {
-        return Err(SourceError::NotReady(format!(
-            "table {table} does not exist"
-        )));
-    }
-    let oids: Vec<u32> = cols.iter().map(|c| c.type_oid).collect();
-    catalog::resolve_types(client, &oids, types).await?;
-    let specs = cols.iter().map(|c| ColumnSpec {
-        name: &c.name,
-        type_oid: c.type_oid,
-        typmod: c.typmod,
-        not_null: c.not_null,
-        is_key: c.is_key,
-    });
-    let (shape, mappings) = describe_table(table, specs, types, options, &mut HashSet::new())?;
-    Ok((cols.into_iter().map(|c| c.name).collect(), shape, mappings))
-}
+use crate::core::meta::{RowMeta, OP_READ};
+use crate::core::TableBatch;
+use crate::source::{SourceError, UnitReader};
 
 /// Streams one table's rows as batches of at most `max_rows`.
 pub struct SnapshotReader {
@@ -73,7 +46,11 @@ impl SnapshotReader {
         version: Lsn,
         max_rows: usize,
     ) -> Result<SnapshotReader, SourceError> {
-        let (names, shape, mut mappings) = describe(client, table, types, options).await?;
+        let TableDescription {
+            names,
+            shape,
+            mut mappings,
+        } = describe(client, table, types, options).await?;
         // Types without a binary form are copied as their text (the same
         // form the stream sends for them), so the Arrow column is the same.
         let mut select = Vec::with_capacity(names.len());
@@ -131,8 +108,9 @@ impl SnapshotReader {
                     let n = self
                         .decoder
                         .feed(&chunk, self.builder.columns_mut())
-                        .map_err(|e| {
-                            SourceError::Decode(format!("snapshot of {}: {e}", self.table))
+                        .map_err(|e| SourceError::TableData {
+                            table: self.table.clone(),
+                            message: format!("snapshot: {e}"),
                         })?;
                     self.builder.finish_rows(n, self.meta);
                     if self.builder.rows() >= self.max_rows {
@@ -152,5 +130,15 @@ impl SnapshotReader {
 
     pub fn rows(&self) -> u64 {
         self.decoder.rows()
+    }
+}
+
+impl UnitReader for SnapshotReader {
+    async fn next_batch(&mut self) -> Result<Option<TableBatch>, SourceError> {
+        SnapshotReader::next_batch(self).await
+    }
+
+    fn rows(&self) -> u64 {
+        SnapshotReader::rows(self)
     }
 }

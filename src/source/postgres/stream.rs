@@ -11,19 +11,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::assembler::{Assembler, CatalogCache};
 use super::catalog;
-use super::error::SourceError;
+use super::lsn::Lsn;
 use super::pgoutput::{
     encode_standby_status, parse_copy_data, PgOutputDecoder, PgOutputMessage, ReplicationMessage,
     PG_EPOCH_UNIX_MICROS,
 };
-use super::replication::{
-    max_proto_version, CreatedSlot, ReplicationConnection, SlotSnapshot, StartOptions,
+use super::replication::{max_proto_version, ReplicationConnection, SlotSnapshot, StartOptions};
+use super::setup::{
+    all_binary, check_resumable, ensure_publication_and_slot, existing_slot, require_logical_wal,
+    type_options,
 };
 use super::spill::{StreamSpill, DEFAULT_MEMORY_PER_TXN};
-use super::types::TypeOptions;
-use crate::change::Flush;
-use crate::config::{BatchConfig, PostgresSourceConfig, UnconstrainedNumeric};
-use crate::lsn::Lsn;
+use crate::config::{BatchConfig, PostgresSourceConfig, TableName};
+use crate::core::Flush;
+use crate::source::{ChangeStream, SourceError};
 
 /// How long shutdown waits for the sink to confirm the last flush.
 const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,66 +34,19 @@ const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SessionOptions {
     /// Resume point (the checkpoint); `None` starts at the slot's confirmed position.
     pub resume: Option<Lsn>,
+    /// The tables whose changes are wanted (a subset of the configured ones:
+    /// stopped tables are left out).
+    pub tables: Vec<TableName>,
+    /// Create the publication and slot when missing (as configured); else
+    /// the slot must exist and be resumable from `resume` (a pipeline
+    /// reconnecting: a slot recreated behind its back would skip changes).
+    pub ensure_slot: bool,
     /// Where streamed transactions spill.
     pub spill_dir: PathBuf,
     /// Confirm durable positions to PostgreSQL (false for `tail`).
     pub confirm: bool,
     /// Extra startup parameters for the replication connection.
     pub startup: Vec<(String, String)>,
-}
-
-pub fn type_options(cfg: &PostgresSourceConfig) -> TypeOptions {
-    use super::types::UnconstrainedNumeric as T;
-    TypeOptions {
-        unconstrained_numeric: match cfg.unconstrained_numeric {
-            UnconstrainedNumeric::Text => T::Text,
-            UnconstrainedNumeric::Decimal { precision, scale } => T::Decimal { precision, scale },
-        },
-        ..TypeOptions::default()
-    }
-}
-
-/// Makes sure the publication and the slot exist (as configured).
-/// Returns the slot when this call created it.
-pub async fn prepare(
-    cfg: &PostgresSourceConfig,
-    catalog_client: &Client,
-    repl: &mut ReplicationConnection,
-    snapshot: SlotSnapshot,
-) -> Result<Option<CreatedSlot>, SourceError> {
-    catalog::ensure_publication(
-        catalog_client,
-        &cfg.publication,
-        &cfg.tables,
-        cfg.create_publication,
-    )
-    .await?;
-    match catalog::slot(catalog_client, &cfg.slot).await? {
-        Some(s) => {
-            if s.plugin.as_deref() != Some("pgoutput") {
-                return Err(SourceError::NotReady(format!(
-                    "replication slot \"{}\" uses plugin {:?}, not pgoutput: drop it or configure another slot",
-                    cfg.slot,
-                    s.plugin.unwrap_or_default()
-                )));
-            }
-            if s.wal_status.as_deref() == Some("lost") {
-                return Err(SourceError::SlotInvalidated {
-                    slot: cfg.slot.clone(),
-                    reason: "wal_status = lost".into(),
-                });
-            }
-            Ok(None)
-        }
-        None if !cfg.create_slot => Err(SourceError::SlotMissing {
-            slot: cfg.slot.clone(),
-        }),
-        None => {
-            let created = repl.create_slot(&cfg.slot, snapshot).await?;
-            tracing::info!(slot = %cfg.slot, consistent_point = %created.consistent_point, "created replication slot");
-            Ok(Some(created))
-        }
-    }
 }
 
 /// One streaming session on one replication connection.
@@ -126,22 +80,23 @@ impl Session {
         opts: SessionOptions,
     ) -> Result<Session, SourceError> {
         let catalog_client = catalog::connect(&cfg.conn).await?;
-        let settings = catalog::server_settings(&catalog_client).await?;
-        if settings.wal_level != "logical" {
-            return Err(SourceError::NotReady(format!(
-                "wal_level is '{}' but must be 'logical': ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
-                settings.wal_level
-            )));
-        }
+        let settings = require_logical_wal(&catalog_client).await?;
         let startup: Vec<(&str, &str)> = opts
             .startup
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let mut repl = ReplicationConnection::connect(&cfg.conn, &startup).await?;
-        prepare(cfg, &catalog_client, &mut repl, SlotSnapshot::NoExport).await?;
+        if opts.ensure_slot {
+            ensure_publication_and_slot(cfg, &catalog_client, &mut repl, SlotSnapshot::NoExport)
+                .await?;
+        } else {
+            let slot = existing_slot(cfg, &catalog_client).await?;
+            check_resumable(&cfg.slot, slot.as_ref(), opts.resume.unwrap_or(Lsn::ZERO))?;
+        }
         let proto_version = max_proto_version(settings.version_num).min(4);
-        let binary = cfg.binary && all_binary(&catalog_client, cfg).await?;
+        let type_opts = type_options(cfg);
+        let binary = cfg.binary && all_binary(&catalog_client, &opts.tables, &type_opts).await?;
         let start = opts.resume.unwrap_or(Lsn::ZERO);
         let options = StartOptions {
             proto_version,
@@ -154,7 +109,7 @@ impl Session {
         tracing::info!(slot = %cfg.slot, start = %start, proto_version, "replication started");
         let now = Instant::now();
         Ok(Session {
-            assembler: Assembler::new(&cfg.tables, type_options(cfg), start),
+            assembler: Assembler::new(&opts.tables, type_opts, start),
             cfg: cfg.clone(),
             batch,
             spill: StreamSpill::new(opts.spill_dir.clone(), DEFAULT_MEMORY_PER_TXN),
@@ -177,7 +132,7 @@ impl Session {
     /// carries the positions the sink made durable (and checkpointed).
     pub async fn run(
         mut self,
-        out: mpsc::Sender<Flush>,
+        out: mpsc::Sender<Flush<Lsn>>,
         mut acks: watch::Receiver<Lsn>,
         shutdown: CancellationToken,
     ) -> Result<(), SourceError> {
@@ -224,7 +179,7 @@ impl Session {
     async fn on_copy_data(
         &mut self,
         data: Bytes,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         match parse_copy_data(data).map_err(|e| SourceError::Decode(e.to_string()))? {
@@ -256,7 +211,7 @@ impl Session {
         &mut self,
         wal_start: u64,
         data: Bytes,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         let in_stream = self.decoder.stream_xid();
@@ -297,7 +252,7 @@ impl Session {
         msg: PgOutputMessage,
         wire_len: usize,
         wal_start: Lsn,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         if let PgOutputMessage::Relation(body) = &msg {
@@ -330,7 +285,7 @@ impl Session {
         commit_lsn: u64,
         end_lsn: u64,
         commit_ts: i64,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         let (mut replay, aborted) = self.spill.take(xid)?;
@@ -359,7 +314,7 @@ impl Session {
     async fn maybe_idle_advance(
         &mut self,
         wal_end: Lsn,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         if !self.opts.confirm
@@ -376,20 +331,20 @@ impl Session {
         tracing::debug!(lsn = %wal_end, "idle: advancing checkpoint to the server's WAL end");
         let flush = Flush {
             items: Vec::new(),
-            checkpoint: Some(wal_end),
+            position: Some(wal_end),
         };
         self.send_flush(flush, out, acks).await
     }
 
     async fn flush(
         &mut self,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         self.buffered_since = None;
         self.buffered_wire_bytes = 0;
         let flush = self.assembler.take_flush();
-        if flush.items.is_empty() && flush.checkpoint.is_none() {
+        if flush.items.is_empty() && flush.position.is_none() {
             return Ok(());
         }
         self.send_flush(flush, out, acks).await
@@ -399,11 +354,11 @@ impl Session {
     /// keeping the server's timeout at bay with status updates.
     async fn send_flush(
         &mut self,
-        flush: Flush,
-        out: &mpsc::Sender<Flush>,
+        flush: Flush<Lsn>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
-        if let Some(c) = flush.checkpoint {
+        if let Some(c) = flush.position {
             self.requested = self.requested.max(c);
         }
         let mut tick = tokio::time::interval(self.cfg.status_interval);
@@ -443,7 +398,7 @@ impl Session {
 
     async fn shutdown(
         mut self,
-        out: &mpsc::Sender<Flush>,
+        out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         tracing::info!("source draining: flushing buffered changes");
@@ -462,29 +417,17 @@ impl Session {
     }
 }
 
-/// Whether every column of the configured tables has a binary decoder;
-/// pgoutput's binary option applies to all of them, so one type without
-/// (ranges, geometric types, ...) makes the whole stream text.
-async fn all_binary(client: &Client, cfg: &PostgresSourceConfig) -> Result<bool, SourceError> {
-    let mut types = super::assembler::TypeCache::new();
-    let options = type_options(cfg);
-    let mut binary = true;
-    for table in &cfg.tables {
-        let Ok((names, _, mappings)) =
-            super::snapshot::describe(client, table, &mut types, &options).await
-        else {
-            // A missing table is reported where it matters (publication).
-            continue;
-        };
-        for (name, m) in names.iter().zip(&mappings) {
-            if m.needs_text_format {
-                tracing::warn!(table = %table, column = %name, pg_type = %m.pg_type,
-                    "no binary decoder for this type: replicating in text format");
-                binary = false;
-            }
-        }
+impl ChangeStream for Session {
+    type Position = Lsn;
+
+    async fn run(
+        self,
+        out: mpsc::Sender<Flush<Lsn>>,
+        acks: watch::Receiver<Lsn>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError> {
+        Session::run(self, out, acks, shutdown).await
     }
-    Ok(binary)
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -17,7 +17,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-use super::error::SourceError;
+use crate::source::error::SourceError;
 
 /// A rustls client configuration trusting the web roots plus `root_cert`.
 pub fn client_config(root_cert: Option<&Path>) -> Result<Arc<ClientConfig>, SourceError> {

@@ -12,9 +12,9 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::error::{PgServerError, SourceError};
 use crate::config::{PgConnInfo, SslMode};
 use crate::secret::redact;
+use crate::source::error::{PgServerError, SourceError};
 
 const READ_CHUNK: usize = 64 * 1024;
 

@@ -132,6 +132,9 @@ pub mod oid {
     pub const JSONB_ARRAY: u32 = 3807;
 }
 
+/// Resolved column types by OID, filled from the catalog.
+pub type TypeCache = std::collections::HashMap<u32, PgType>;
+
 /// A PostgreSQL type as resolved from the catalog (`pg_type`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgType {

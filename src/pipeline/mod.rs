@@ -1,0 +1,256 @@
+//! The pipeline: any [`Source`] into any [`Sink`], its progress in any
+//! [`StateStore`]. It knows no concrete source, sink or store.
+//!
+//! ```text
+//!            snapshot units (copy.rs)          stream (commit.rs)
+//!  Source ──────────────┐            ┌──────── ChangeStream ◄── acks (watch)
+//!                       v            v              │                ^
+//!                 TableBatch    Flush<P> (bounded channel)           │
+//!                       │            │                               │
+//!                       └──> Sink::apply ──> StateStore::save ──> ack P
+//!                             (durable)      (flushed, + lifecycle)
+//! ```
+//!
+//! Invariants:
+//! - **Commit order.** For every flush: the sink applies it and returns
+//!   only once durable -> the state (position, table lifecycles) is saved
+//!   and flushed -> only then is the position acknowledged to the source,
+//!   which may confirm it upstream. A crash anywhere replays from the last
+//!   saved position; sinks absorb the replay.
+//! - **Table lifecycle.** Each table is pending -> snapshotting -> streaming,
+//!   or failed with a reason. A failed table is never written again (its
+//!   items are dropped before the sink, also after a restart) until a
+//!   resync; the other tables go on.
+//! - **Errors.** Every error is classified once ([`crate::core::ErrorClass`]):
+//!   transient ones are retried with backoff ([`retry`]), table-scoped ones
+//!   stop that table, fatal ones stop the pipeline with their message.
+
+mod commit;
+mod copy;
+mod error;
+pub mod retry;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::TableName;
+use crate::core::change::retain_tables;
+use crate::core::{Classify, ErrorClass, SinkItem};
+use crate::metrics as m;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::state::{now_micros, sidecar, Lifecycle, PipelineState, StateStore};
+
+pub use error::PipelineError;
+pub use retry::{retry, Backoff};
+
+/// Flushes in flight between source and sink: enough to overlap decoding
+/// with inserting, small enough to bound memory.
+pub const FLUSH_CHANNEL_CAPACITY: usize = 2;
+/// Snapshot batches decoded ahead of the one being inserted.
+pub const SNAPSHOT_BATCHES_AHEAD: usize = 2;
+/// Env hook for crash tests: abort the process right after the sink wrote
+/// the N-th flush and before its state is saved.
+pub const CRASH_AFTER_SINK_WRITE_ENV: &str = "SLUICE_CRASH_AFTER_SINK_WRITE";
+
+/// What the pipeline needs besides its three components.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// For logs.
+    pub name: String,
+    /// The configured tables, in order.
+    pub tables: Vec<TableName>,
+    /// Copy each table's existing rows before streaming its changes.
+    pub initial_snapshot: bool,
+    /// Where a copy of the state goes after each save (for `sluice status`
+    /// while `run` holds the store).
+    pub status_file: Option<PathBuf>,
+    /// Abort after this many flushes were applied, before saving (crash tests).
+    pub crash_after_sink_write: Option<u64>,
+}
+
+/// Runs the pipeline until `shutdown` is cancelled or a fatal error.
+pub async fn run_pipeline<S, K, St>(
+    source: S,
+    sink: K,
+    store: St,
+    opts: PipelineOptions,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError>
+where
+    S: Source,
+    K: Sink,
+    St: StateStore,
+{
+    let span = tracing::info_span!("pipeline", name = %opts.name);
+    async move {
+        let Some(mut p) = Pipeline::start(source, sink, store, opts, shutdown).await? else {
+            return Ok(());
+        };
+        p.copy_pending_tables().await?;
+        if p.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        p.stream().await
+    }
+    .instrument(span)
+    .await
+}
+
+pub(crate) struct Pipeline<S: Source, K, St> {
+    source: S,
+    sink: K,
+    store: St,
+    opts: PipelineOptions,
+    state: PipelineState<S::Position>,
+    shutdown: CancellationToken,
+    /// Flushes applied in this process (for the crash failpoint).
+    flushes: u64,
+}
+
+impl<S, K, St> Pipeline<S, K, St>
+where
+    S: Source,
+    K: Sink,
+    St: StateStore,
+{
+    /// Loads the state, prepares the source from it, settles every table's
+    /// lifecycle and opens the sink. `None` when shutdown came first.
+    async fn start(
+        mut source: S,
+        sink: K,
+        store: St,
+        opts: PipelineOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Option<Self>, PipelineError> {
+        let saved: Option<PipelineState<S::Position>> = store.load()?;
+        let resume = saved
+            .as_ref()
+            .and_then(|s| s.position.as_ref().map(|p| (p, &s.identity)));
+        let mut backoff = Backoff::default();
+        let prepared = loop {
+            match source.prepare(resume).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    backoff
+                        .wait_or_fail(e, &shutdown, "preparing the source")
+                        .await?
+                }
+            }
+        };
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        let mut state =
+            saved.unwrap_or_else(|| PipelineState::new(prepared.identity.clone(), None));
+        state.identity = prepared.identity;
+        state.position = Some(prepared.start);
+        for t in &opts.tables {
+            if state.table(t).is_none() {
+                let l = if opts.initial_snapshot {
+                    Lifecycle::Pending
+                } else {
+                    Lifecycle::Streaming
+                };
+                state.set_lifecycle(t, l);
+            }
+            if let Some(Lifecycle::Failed { reason, .. }) = state.table(t).map(|s| &s.lifecycle) {
+                tracing::warn!(table = %t, reason = %reason, "table stays stopped (failed earlier): resync it to replicate it again");
+            }
+        }
+        tracing::info!(position = %state.position.as_ref().expect("set above"), "state loaded");
+        let mut p = Pipeline {
+            source,
+            sink,
+            store,
+            opts,
+            state,
+            shutdown,
+            flushes: 0,
+        };
+        // The start position is durable before anything is copied: a new
+        // slot's consistent point is where the copy's rows are consistent.
+        p.save()?;
+        let mut backoff = Backoff::default();
+        while let Err(e) = p.sink.open().await {
+            backoff
+                .wait_or_fail(e, &p.shutdown, "connecting to the sink")
+                .await?;
+        }
+        Ok(Some(p))
+    }
+
+    /// Saves the state durably (and the status copy).
+    fn save(&mut self) -> Result<(), PipelineError> {
+        self.state.saved_at = now_micros();
+        let (store, state) = (&mut self.store, &self.state);
+        blocking(|| store.save(state))?;
+        if let Some(path) = &self.opts.status_file {
+            sidecar::write(path, &self.state);
+        }
+        Ok(())
+    }
+
+    /// Stops a table: nothing more is written for it until a resync.
+    fn fail_table(&mut self, table: &TableName, reason: String) {
+        let since = self.state.position.as_ref().map(|p| p.to_string());
+        tracing::error!(table = %table, reason = %reason, "table stopped: nothing more is written for it until it is resynced; the other tables go on");
+        metrics::counter!(m::TABLE_FAILURES).increment(1);
+        self.state
+            .set_lifecycle(table, Lifecycle::Failed { reason, since });
+    }
+
+    /// Tables whose changes are written.
+    fn writing_tables(&self) -> Vec<TableName> {
+        self.opts
+            .tables
+            .iter()
+            .filter(|t| self.state.writes(t))
+            .cloned()
+            .collect()
+    }
+
+    /// Applies items durably: transient sink errors are retried with
+    /// backoff; a table the sink cannot write is stopped and the rest is
+    /// applied again (a replay, which sinks absorb). Returns whether any
+    /// table was stopped.
+    async fn apply(&mut self, items: &mut Vec<SinkItem>) -> Result<bool, PipelineError> {
+        let mut backoff = Backoff::default();
+        let mut stopped = false;
+        loop {
+            match self.sink.apply(items).await {
+                Ok(()) => break,
+                Err(e) => match e.class() {
+                    ErrorClass::Table(t) => {
+                        self.fail_table(&t, e.to_string());
+                        retain_tables(items, |x| x != &t);
+                        stopped = true;
+                    }
+                    _ => {
+                        backoff
+                            .wait_or_fail(e, &self.shutdown, "writing to the sink")
+                            .await?
+                    }
+                },
+            }
+        }
+        for (t, reason) in self.sink.take_failed() {
+            self.fail_table(&t, reason);
+            stopped = true;
+        }
+        Ok(stopped)
+    }
+}
+
+/// Runs blocking I/O (a state save) without stalling the runtime's other
+/// tasks where the runtime allows it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

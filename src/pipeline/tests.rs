@@ -1,0 +1,543 @@
+//! The commit protocol and the table lifecycle against a scripted source,
+//! the memory sink and the memory store: no server needed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, UInt64Type};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::core::health::Report;
+use crate::core::meta::{batch_schema, MetaBuilder, RowMeta, LSN, OP_INSERT, OP_READ};
+use crate::core::position::SourceIdentity;
+use crate::core::{ColumnInfo, Flush, LogicalType, TableBatch, TableShape};
+use crate::sink::memory::{MemorySink, MemorySinkHandle};
+use crate::source::{ChangeStream, Prepared, SnapshotUnit, SourceError, UnitReader};
+use crate::state::memory::{MemoryStore, MemoryStoreHandle};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn push(log: &Log, entry: String) {
+    log.lock().unwrap().push(entry);
+}
+
+fn table(name: &str) -> TableName {
+    TableName::new("public", name)
+}
+
+/// A batch of `ids` for `t`, every row at commit position `lsn`.
+fn rows(t: &str, ids: &[i64], lsn: u64, op: u8) -> SinkItem {
+    let shape = Arc::new(TableShape {
+        table: table(t),
+        columns: vec![ColumnInfo {
+            name: "id".into(),
+            source_type: "int8".into(),
+            logical: LogicalType::Int(64),
+            data_type: DataType::Int64,
+            is_key: true,
+            nullable: false,
+        }],
+    });
+    let mut meta = MetaBuilder::with_capacity(ids.len());
+    meta.append_n(
+        ids.len(),
+        RowMeta {
+            op,
+            lsn,
+            version: lsn,
+            commit_ts: 0,
+        },
+    );
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(ids.to_vec()))];
+    arrays.extend(meta.finish());
+    let batch = RecordBatch::try_new(batch_schema(&shape), arrays).unwrap();
+    SinkItem::Rows(TableBatch { shape, batch })
+}
+
+fn flush(items: Vec<SinkItem>, position: u64) -> Flush<u64> {
+    Flush {
+        items,
+        position: Some(position),
+    }
+}
+
+/// The highest `_lsn` of the applied rows (what a flush carried).
+fn max_lsn(items: &[SinkItem]) -> Option<u64> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            SinkItem::Rows(b) => b.batch.column_by_name(LSN).map(|c| {
+                c.as_primitive::<UInt64Type>()
+                    .values()
+                    .iter()
+                    .copied()
+                    .max()
+            }),
+            SinkItem::Truncate(_) => None,
+        })
+        .flatten()
+        .max()
+}
+
+/// A source that replays a script. Its position is a plain number.
+struct ScriptedSource {
+    /// Flushes the stream sends, in order (those at or before `from` are skipped).
+    script: Vec<Flush<u64>>,
+    /// Rows per snapshot unit, by unit id (every table has the same units).
+    units: Vec<(String, Vec<i64>)>,
+    /// A table whose rows make the stream fail as unreadable (once).
+    unreadable: Option<TableName>,
+    log: Log,
+}
+
+impl ScriptedSource {
+    fn new(script: Vec<Flush<u64>>, log: &Log) -> Self {
+        ScriptedSource {
+            script,
+            units: Vec::new(),
+            unreadable: None,
+            log: log.clone(),
+        }
+    }
+}
+
+struct ScriptedStream {
+    flushes: Vec<Flush<u64>>,
+    /// Set when the script reaches a table that cannot be read.
+    fail_on: Option<TableName>,
+    log: Log,
+}
+
+struct ScriptedUnit {
+    batch: Option<TableBatch>,
+    rows: u64,
+}
+
+impl Source for ScriptedSource {
+    type Position = u64;
+    type Stream = ScriptedStream;
+    type UnitReader = ScriptedUnit;
+
+    async fn prepare(
+        &mut self,
+        saved: Option<(&u64, &SourceIdentity)>,
+    ) -> Result<Prepared<u64>, SourceError> {
+        Ok(Prepared {
+            identity: [("source".to_string(), "script".to_string())].into(),
+            start: saved.map(|(p, _)| *p).unwrap_or(0),
+        })
+    }
+
+    async fn plan_snapshot(&mut self, t: &TableName) -> Result<Vec<SnapshotUnit>, SourceError> {
+        Ok(self
+            .units
+            .iter()
+            .map(|(id, ids)| SnapshotUnit {
+                table: t.clone(),
+                id: id.clone(),
+                estimated_rows: Some(ids.len() as u64),
+            })
+            .collect())
+    }
+
+    async fn open_unit(
+        &mut self,
+        unit: &SnapshotUnit,
+        at: &u64,
+    ) -> Result<ScriptedUnit, SourceError> {
+        push(&self.log, format!("open {} {}", unit.table.name, unit.id));
+        let ids = &self.units.iter().find(|(id, _)| *id == unit.id).unwrap().1;
+        let SinkItem::Rows(batch) = rows(&unit.table.name, ids, *at, OP_READ) else {
+            unreachable!()
+        };
+        Ok(ScriptedUnit {
+            rows: ids.len() as u64,
+            batch: Some(batch),
+        })
+    }
+
+    async fn start_stream(
+        &mut self,
+        from: &u64,
+        tables: &[TableName],
+    ) -> Result<ScriptedStream, SourceError> {
+        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        push(
+            &self.log,
+            format!("stream from {from} tables {}", names.join(",")),
+        );
+        let mut flushes: Vec<Flush<u64>> = self
+            .script
+            .iter()
+            .filter(|f| f.position.is_some_and(|p| p > *from))
+            .cloned()
+            .collect();
+        for f in &mut flushes {
+            f.retain_tables(|t| tables.contains(t));
+        }
+        let fail_on = self.unreadable.take().filter(|t| tables.contains(t));
+        Ok(ScriptedStream {
+            flushes,
+            fail_on,
+            log: self.log.clone(),
+        })
+    }
+
+    async fn healthcheck(&self) -> Report {
+        Report::default()
+    }
+}
+
+impl UnitReader for ScriptedUnit {
+    async fn next_batch(&mut self) -> Result<Option<TableBatch>, SourceError> {
+        Ok(self.batch.take())
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+impl ChangeStream for ScriptedStream {
+    type Position = u64;
+
+    async fn run(
+        self,
+        out: mpsc::Sender<Flush<u64>>,
+        mut acks: watch::Receiver<u64>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let log = self.log.clone();
+        for f in self.flushes {
+            if let Some(t) = &self.fail_on {
+                if f.items
+                    .iter()
+                    .any(|i| matches!(i, SinkItem::Rows(b) if &b.shape.table == t))
+                {
+                    return Err(SourceError::TableData {
+                        table: t.clone(),
+                        message: "a value this column cannot hold".into(),
+                    });
+                }
+            }
+            if out.send(f).await.is_err() {
+                return Ok(());
+            }
+        }
+        // Record every acknowledgement until shutdown.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = acks.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let p = *acks.borrow_and_update();
+                    push(&log, format!("ack {p}"));
+                }
+            }
+        }
+    }
+}
+
+struct Harness {
+    log: Log,
+    sink: MemorySinkHandle,
+    store: MemoryStoreHandle,
+}
+
+fn options(tables: &[&str], initial_snapshot: bool) -> PipelineOptions {
+    PipelineOptions {
+        name: "test".into(),
+        tables: tables.iter().map(|t| table(t)).collect(),
+        initial_snapshot,
+        status_file: None,
+        crash_after_sink_write: None,
+    }
+}
+
+/// Runs the pipeline until the source saw the acknowledgement of
+/// `until` (or the timeout), then shuts it down.
+async fn run_until(
+    source: ScriptedSource,
+    sink: MemorySink,
+    store: MemoryStore,
+    opts: PipelineOptions,
+    log: &Log,
+    until: u64,
+) -> Result<(), PipelineError> {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let watch_log = log.clone();
+    let watcher = tokio::spawn(async move {
+        let want = format!("ack {until}");
+        for _ in 0..2000 {
+            if watch_log.lock().unwrap().contains(&want) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+    });
+    let r = run_pipeline(source, sink, store, opts, shutdown).await;
+    watcher.abort();
+    r
+}
+
+fn harness(store: Option<&MemoryStoreHandle>) -> (Harness, MemorySink, MemoryStore) {
+    let log: Log = Arc::default();
+    let (sink, sink_handle) = MemorySink::new();
+    let (store, store_handle) = match store {
+        Some(h) => (MemoryStore::reopen(h), h.clone()),
+        None => MemoryStore::new(),
+    };
+    let l = log.clone();
+    sink_handle.on_apply(Box::new(move |items| {
+        if let Some(p) = max_lsn(items) {
+            push(&l, format!("apply {p}"));
+        }
+    }));
+    let l = log.clone();
+    store_handle.on_save(Box::new(move |v| {
+        push(&l, format!("save {}", v["position"]));
+    }));
+    (
+        Harness {
+            log,
+            sink: sink_handle,
+            store: store_handle,
+        },
+        sink,
+        store,
+    )
+}
+
+fn position_of(log: &[String], entry: &str) -> usize {
+    log.iter()
+        .position(|e| e == entry)
+        .unwrap_or_else(|| panic!("{entry:?} missing from {log:?}"))
+}
+
+#[tokio::test]
+async fn sink_durable_then_state_saved_then_position_acknowledged() {
+    let (h, sink, store) = harness(None);
+    let script = vec![
+        flush(vec![rows("a", &[1, 2], 10, OP_INSERT)], 10),
+        flush(vec![rows("a", &[3], 20, OP_INSERT)], 20),
+        flush(vec![rows("a", &[4, 5, 6], 30, OP_INSERT)], 30),
+    ];
+    let source = ScriptedSource::new(script, &h.log);
+    run_until(source, sink, store, options(&["a"], false), &h.log, 30)
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    for p in [10, 20, 30] {
+        let apply = position_of(&log, &format!("apply {p}"));
+        let save = position_of(&log, &format!("save {p}"));
+        assert!(apply < save, "applied before saved, {p}: {log:?}");
+        // Acknowledgements may coalesce (the source sees the latest), but
+        // none comes before its save.
+        if let Some(ack) = log.iter().position(|e| *e == format!("ack {p}")) {
+            assert!(save < ack, "saved before acknowledged, {p}: {log:?}");
+        }
+    }
+    assert!(log.contains(&"ack 30".to_string()), "{log:?}");
+    assert_eq!(h.sink.rows_of(&table("a")), 6);
+    let state: PipelineState<u64> = h.store.state().unwrap();
+    assert_eq!(state.position, Some(30));
+    assert_eq!(state.lifecycle(&table("a")), Lifecycle::Streaming);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_sink_failures_are_retried_without_losing_or_reordering() {
+    let (h, sink, store) = harness(None);
+    h.sink.fail_transiently(3);
+    let script = vec![
+        flush(vec![rows("a", &[1], 10, OP_INSERT)], 10),
+        flush(vec![rows("a", &[2], 20, OP_INSERT)], 20),
+    ];
+    let source = ScriptedSource::new(script, &h.log);
+    run_until(source, sink, store, options(&["a"], false), &h.log, 20)
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    assert!(position_of(&log, "apply 10") < position_of(&log, "apply 20"));
+    assert!(position_of(&log, "save 20") < position_of(&log, "ack 20"));
+    assert_eq!(h.sink.rows_of(&table("a")), 2);
+}
+
+#[tokio::test]
+async fn a_failed_table_is_not_written_after_a_restart() {
+    // First run: the sink stops table b (as for an incompatible type change).
+    let (h, sink, store) = harness(None);
+    h.sink.fail_table(table("b"), "column \"v\" changed type");
+    let script = vec![
+        flush(
+            vec![
+                rows("a", &[1], 10, OP_INSERT),
+                rows("b", &[1], 10, OP_INSERT),
+            ],
+            10,
+        ),
+        flush(
+            vec![
+                rows("a", &[2], 20, OP_INSERT),
+                rows("b", &[2], 20, OP_INSERT),
+            ],
+            20,
+        ),
+    ];
+    let source = ScriptedSource::new(script.clone(), &h.log);
+    run_until(source, sink, store, options(&["a", "b"], false), &h.log, 20)
+        .await
+        .unwrap();
+    assert_eq!(h.sink.rows_of(&table("b")), 0);
+    let state: PipelineState<u64> = h.store.state().unwrap();
+    match state.lifecycle(&table("b")) {
+        Lifecycle::Failed { reason, since } => {
+            assert!(reason.contains("changed type"), "{reason}");
+            assert_eq!(since.as_deref(), Some("0"));
+        }
+        other => panic!("b should be failed, is {other:?}"),
+    }
+
+    // Restart with a fresh sink that would accept b: b stays stopped, a
+    // goes on, and the stream is not even asked for b.
+    let (h2, sink, store) = harness(Some(&h.store));
+    let mut more = script;
+    more.push(flush(
+        vec![
+            rows("a", &[3], 30, OP_INSERT),
+            rows("b", &[3], 30, OP_INSERT),
+        ],
+        30,
+    ));
+    let source = ScriptedSource::new(more, &h2.log);
+    run_until(
+        source,
+        sink,
+        store,
+        options(&["a", "b"], false),
+        &h2.log,
+        30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h2.sink.rows_of(&table("b")),
+        0,
+        "nothing written for the failed table"
+    );
+    assert_eq!(
+        h2.sink.rows_of(&table("a")),
+        1,
+        "only the change after the saved position"
+    );
+    let log = h2.log.lock().unwrap().clone();
+    assert!(
+        log.contains(&"stream from 20 tables a".to_string()),
+        "{log:?}"
+    );
+    let state: PipelineState<u64> = h2.store.state().unwrap();
+    assert!(!state.writes(&table("b")));
+    assert_eq!(state.position, Some(30));
+}
+
+#[tokio::test]
+async fn an_unreadable_table_stops_only_that_table() {
+    let (h, sink, store) = harness(None);
+    let script = vec![
+        flush(vec![rows("a", &[1], 10, OP_INSERT)], 10),
+        flush(
+            vec![
+                rows("a", &[2], 20, OP_INSERT),
+                rows("b", &[1], 20, OP_INSERT),
+            ],
+            20,
+        ),
+        flush(vec![rows("a", &[3], 30, OP_INSERT)], 30),
+    ];
+    let mut source = ScriptedSource::new(script, &h.log);
+    source.unreadable = Some(table("b"));
+    run_until(source, sink, store, options(&["a", "b"], false), &h.log, 30)
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    // The second session resumes from the last saved position without b.
+    assert!(
+        log.contains(&"stream from 10 tables a".to_string()),
+        "{log:?}"
+    );
+    assert_eq!(h.sink.rows_of(&table("a")), 3);
+    assert_eq!(h.sink.rows_of(&table("b")), 0);
+    let state: PipelineState<u64> = h.store.state().unwrap();
+    assert!(matches!(
+        state.lifecycle(&table("b")),
+        Lifecycle::Failed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn the_snapshot_resumes_with_the_unfinished_units_only() {
+    // A crashed earlier run finished unit u1 of table a.
+    let (store_seed, seed_handle) = MemoryStore::new();
+    let mut seed = PipelineState::<u64>::new(
+        [("source".to_string(), "script".to_string())].into(),
+        Some(5),
+    );
+    seed.set_lifecycle(
+        &table("a"),
+        Lifecycle::Snapshotting {
+            progress: crate::state::SnapshotProgress {
+                units_done: ["u1".to_string()].into(),
+                rows: 2,
+            },
+        },
+    );
+    let mut store_seed = store_seed;
+    store_seed.save(&seed).unwrap();
+
+    let (h, sink, store) = harness(Some(&seed_handle));
+    let mut source = ScriptedSource::new(
+        vec![flush(vec![rows("a", &[9], 10, OP_INSERT)], 10)],
+        &h.log,
+    );
+    source.units = vec![("u1".into(), vec![1, 2]), ("u2".into(), vec![3, 4, 5])];
+    run_until(source, sink, store, options(&["a", "b"], true), &h.log, 10)
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    assert!(
+        !log.contains(&"open a u1".to_string()),
+        "u1 was done: {log:?}"
+    );
+    assert!(log.contains(&"open a u2".to_string()));
+    assert!(log.contains(&"open b u1".to_string()) && log.contains(&"open b u2".to_string()));
+    // The copy comes before the stream, and the stream starts where the copy's rows are consistent.
+    assert!(position_of(&log, "open b u2") < position_of(&log, "stream from 5 tables a,b"));
+    assert_eq!(h.sink.rows_of(&table("a")), 3 + 1);
+    assert_eq!(h.sink.rows_of(&table("b")), 5);
+    let state: PipelineState<u64> = h.store.state().unwrap();
+    assert_eq!(state.lifecycle(&table("a")), Lifecycle::Streaming);
+    assert_eq!(state.lifecycle(&table("b")), Lifecycle::Streaming);
+}
+
+#[test]
+fn saved_lifecycle_round_trips_as_json() {
+    let mut s = PipelineState::<u64>::new(BTreeMap::new(), Some(1));
+    s.set_lifecycle(
+        &table("x"),
+        Lifecycle::Failed {
+            reason: "r".into(),
+            since: Some("1".into()),
+        },
+    );
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["tables"]["public.x"]["state"], "failed");
+    let back: PipelineState<u64> = serde_json::from_value(v).unwrap();
+    assert_eq!(back, s);
+}

@@ -1,0 +1,103 @@
+//! One table's Arrow micro-batch, built row by row: column values decoded
+//! straight from wire bytes into Arrow builders, metadata columns beside.
+
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use super::types::{ArrowMapping, ColumnDecoder};
+use crate::core::meta::{batch_schema, MetaBuilder, RowMeta};
+use crate::core::{TableBatch, TableShape};
+
+/// Initial capacity of a table's builders; they grow as needed.
+const INITIAL_ROWS: usize = 1024;
+
+/// Builds one table's RecordBatch row by row.
+pub struct TableBuilder {
+    shape: Arc<TableShape>,
+    schema: SchemaRef,
+    columns: Vec<ColumnDecoder>,
+    meta: MetaBuilder,
+}
+
+impl TableBuilder {
+    /// `mappings` is in column order, one per column of `shape`.
+    pub fn new(shape: Arc<TableShape>, mappings: &[ArrowMapping]) -> Self {
+        TableBuilder {
+            schema: batch_schema(&shape),
+            shape,
+            columns: mappings
+                .iter()
+                .map(|m| ColumnDecoder::new(m, INITIAL_ROWS))
+                .collect(),
+            meta: MetaBuilder::with_capacity(INITIAL_ROWS),
+        }
+    }
+
+    pub fn shape(&self) -> &Arc<TableShape> {
+        &self.shape
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The decoder of column `i`; append exactly one value to every column,
+    /// then call [`TableBuilder::finish_row`].
+    #[inline]
+    pub fn column(&mut self, i: usize) -> &mut ColumnDecoder {
+        &mut self.columns[i]
+    }
+
+    pub fn column_count(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// All column decoders, for bulk appends (the snapshot's COPY parser);
+    /// follow with [`TableBuilder::finish_rows`].
+    pub fn columns_mut(&mut self) -> &mut [ColumnDecoder] {
+        &mut self.columns
+    }
+
+    /// Completes `n` rows whose column values were appended in bulk.
+    pub fn finish_rows(&mut self, n: usize, m: RowMeta) {
+        self.meta.append_n(n, m);
+    }
+
+    /// Completes a row whose column values were appended; `unchanged` lists
+    /// the columns whose value was not sent (unchanged TOAST).
+    #[inline]
+    pub fn finish_row(&mut self, m: RowMeta, unchanged: &[u16]) {
+        self.meta.append(m, unchanged);
+    }
+
+    pub fn rows(&self) -> usize {
+        self.meta.rows()
+    }
+
+    /// Approximate bytes held (for max_bytes).
+    pub fn byte_size(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|c| c.byte_size_estimate())
+            .sum::<usize>()
+            + self.rows() * 30
+    }
+
+    /// The rows so far as one batch; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Option<TableBatch> {
+        if self.rows() == 0 {
+            return None;
+        }
+        let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.finish()).collect();
+        arrays.extend(self.meta.finish());
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .expect("column builders are kept aligned with the schema");
+        Some(TableBatch {
+            shape: self.shape.clone(),
+            batch,
+        })
+    }
+}

@@ -1,0 +1,206 @@
+//! Initial snapshot, then streaming: rows that existed before sluice started
+//! arrive, a crash in the middle of the copy is survived, and a table added to
+//! the config later is copied while the others keep streaming.
+
+use std::time::Duration;
+
+use crate::support::e2e::*;
+use crate::support::*;
+
+const PG_SQL: &str = "SELECT id::text, v, trim_scale(amount)::text, md5(body) FROM items";
+
+fn ch_sql(db: &str, table: &str) -> String {
+    format!(
+        "SELECT toString(id), v, toString(amount), lower(hex(MD5(body))) FROM `{db}`.`{table}` FINAL WHERE _is_deleted = 0"
+    )
+}
+
+async fn fill(db: &TestDb, table: &str, rows: i32) {
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, v text, amount numeric(12,2), body text);
+             INSERT INTO {table} SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'v' || g END, g * 0.25,
+                    CASE WHEN g % 1000 = 0 THEN (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 300) x)
+                         ELSE 'b' || g END
+             FROM generate_series(1, {rows}) g;"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_rows_then_changes_arrive() {
+    let db = fresh_db("snap").await;
+    fill(&db, "items", 30_000).await;
+    let mut p = TestPipeline::new(&db.url, &["public.items"], "");
+    let mut sluice = p.spawn(&[]);
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        PG_SQL,
+        &ch_sql(&p.ch_db, "items"),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(rows.len(), 30_000);
+    // Changes after the snapshot stream in, including unchanged TOAST values
+    // of snapshot rows.
+    db.client
+        .batch_execute(
+            "UPDATE items SET v = 'changed' WHERE id % 1000 = 0;
+             DELETE FROM items WHERE id % 3 = 0;
+             INSERT INTO items VALUES (100001, 'new', 1.5, 'nb');",
+        )
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        PG_SQL,
+        &ch_sql(&p.ch_db, "items"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    let log = p.last_log();
+    assert!(log.contains("snapshot done"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_during_the_snapshot_is_survived() {
+    let db = fresh_db("snap_crash").await;
+    fill(&db, "items", 300_000).await;
+    let mut p = TestPipeline::new(&db.url, &["public.items"], "");
+    let mut first = p.spawn(&[]);
+    // Kill it once the copy has started writing.
+    wait_for(
+        "the snapshot to start writing",
+        Duration::from_secs(120),
+        || async {
+            p.ch(&format!("SELECT count() FROM `{}`.items", p.ch_db))
+                .await
+                .ok()
+                .and_then(|c| c.trim().parse::<u64>().ok())
+                .filter(|&c| c > 0)
+        },
+    )
+    .await;
+    first.kill().unwrap();
+    let _ = first.wait();
+    assert!(
+        !p.log(1).contains("snapshot done"),
+        "killed before the copy finished"
+    );
+    // Changes while sluice is down.
+    db.client
+        .batch_execute("UPDATE items SET v = 'while down' WHERE id <= 100; DELETE FROM items WHERE id > 299000;")
+        .await
+        .unwrap();
+    let mut second = p.spawn(&[]);
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        PG_SQL,
+        &ch_sql(&p.ch_db, "items"),
+        Duration::from_secs(300),
+    )
+    .await;
+    assert_eq!(rows.len(), 299_000);
+    assert!(p.last_log().contains("snapshot done"));
+    assert!(terminate(&mut second, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_added_later_is_copied() {
+    let db = fresh_db("snap_add").await;
+    fill(&db, "items", 1_000).await;
+    fill(&db, "later", 2_000).await;
+    let mut p = TestPipeline::new(&db.url, &["public.items"], "");
+    let mut run = p.spawn(&[]);
+    wait_equal(
+        &p,
+        &db.client,
+        PG_SQL,
+        &ch_sql(&p.ch_db, "items"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(
+        &p.config,
+        text.replace(
+            "tables = [\"public.items\"]",
+            "tables = [\"public.items\", \"public.later\"]",
+        ),
+    )
+    .unwrap();
+    let mut again = p.spawn(&[]);
+    let later_pg = PG_SQL.replace("FROM items", "FROM later");
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        &later_pg,
+        &ch_sql(&p.ch_db, "later"),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(rows.len(), 2_000);
+    db.client
+        .batch_execute(
+            "UPDATE later SET v = 'x' WHERE id < 10; UPDATE items SET v = 'y' WHERE id < 10;",
+        )
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        &later_pg,
+        &ch_sql(&p.ch_db, "later"),
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_equal(
+        &p,
+        &db.client,
+        PG_SQL,
+        &ch_sql(&p.ch_db, "items"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let log = p.last_log();
+    assert!(
+        log.contains("table=public.later") && log.contains("snapshot done"),
+        "{log}"
+    );
+    assert!(terminate(&mut again, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_without_binary_form_are_copied_as_text() {
+    let db = fresh_db("snap_text").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE shapes (id int PRIMARY KEY, r int4range, p point);
+             INSERT INTO shapes SELECT g, int4range(g, g + 10), point(g, g * 2) FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.shapes"], "");
+    let mut run = p.spawn(&[]);
+    let pg_sql = "SELECT id::text, r::text, p::text FROM shapes";
+    let ch = format!(
+        "SELECT toString(id), r, p FROM `{}`.shapes FINAL WHERE _is_deleted = 0",
+        p.ch_db
+    );
+    wait_equal(&p, &db.client, pg_sql, &ch, Duration::from_secs(60)).await;
+    db.client
+        .batch_execute("UPDATE shapes SET r = '[7,8)' WHERE id < 5; INSERT INTO shapes VALUES (1000, 'empty', '(0,0)')")
+        .await
+        .unwrap();
+    let rows = wait_equal(&p, &db.client, pg_sql, &ch, Duration::from_secs(60)).await;
+    assert_eq!(rows.len(), 501);
+    assert!(p.last_log().contains("replicating in text format"));
+    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+}

@@ -1,0 +1,20 @@
+//! The integration tests, one binary so the heavy dependencies link once.
+//! Every test talks to real servers (PostgreSQL, ClickHouse, Kafka) started
+//! or reused by `support`; a server that cannot be reached fails the test.
+
+mod support;
+
+mod check_cmd;
+mod clickhouse_sink;
+mod e2e_clickhouse;
+mod e2e_crash;
+mod e2e_lifecycle;
+mod e2e_restart;
+mod e2e_snapshot;
+mod pg_auth;
+mod pg_idle;
+mod pg_large_txn;
+mod pg_slots;
+mod pg_source;
+mod pg_tls;
+mod testbed;
