@@ -13,7 +13,8 @@ docs/testbed.md for the exact list of what is and is not implemented.
 
 Usage:
     python3 scripts/chdb_http.py --port PORT --data DIR [--host 127.0.0.1]
-                                 [--password-file F]
+                                 [--users-file F] [--password-file F]
+                                 [--tls-cert F --tls-key F]
 """
 
 import argparse
@@ -26,12 +27,13 @@ import os
 import re
 import signal
 import socketserver
+import ssl
 import sys
 import threading
 import time
 import uuid
 import zlib
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 # Servers normally run in UTC; make chDB's server time zone deterministic.
 os.environ.setdefault("TZ", "UTC")
@@ -336,6 +338,120 @@ def sql_ident(name):
 
 
 # --------------------------------------------------------------------------
+# Users and credentials, the way ClickHouse's HTTP interface takes them
+# (src/Server/HTTP/authenticateUserByHTTP.cpp, src/Access/AccessControl.cpp).
+# Names and passwords are bytes end to end: what the client sent is compared,
+# whatever its encoding.
+
+def load_users(users_file=None, password_file=None):
+    """{user: password} (bytes) or None when no users are configured.
+
+    users_file: lines `user:password`, split at the first colon and taken
+    literally (a password may hold colons and blanks); blank lines and lines
+    starting with `#` are skipped.  password_file: its first line is the
+    password of user `default`.  Errors name the file and line, never a
+    password."""
+    if not users_file and not password_file:
+        return None
+    users = {}
+    if users_file:
+        with open(users_file, "rb") as f:
+            lines = f.read().splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip() or line.startswith(b"#"):
+                continue
+            user, sep, password = line.partition(b":")
+            if not sep or not user:
+                raise ValueError(f"{users_file}:{n}: expected user:password")
+            if user in users:
+                raise ValueError(f"{users_file}:{n}: user {user.decode('utf-8', 'replace')} "
+                                 "is listed twice")
+            users[user] = password
+    if password_file:
+        with open(password_file, "rb") as f:
+            lines = f.read().splitlines()
+        password = lines[0] if lines else b""
+        if b"default" in users and users[b"default"] != password:
+            raise ValueError(f"user default has one password in {users_file} and another "
+                             f"in {password_file}")
+        users[b"default"] = password
+    return users
+
+
+def _auth_error(message):
+    return CHError.make(E_AUTHENTICATION_FAILED, message)
+
+
+def _two_ways(a, b):
+    return _auth_error(f"Invalid authentication: it is not allowed to use {a} and {b} simultaneously")
+
+
+def request_credentials(headers, raw_query):
+    """(user, password) as bytes from one request.
+
+    Like ClickHouse: the X-ClickHouse-User/-Key headers, else HTTP Basic,
+    else the `user`/`password` URL parameters (user `default`, empty password
+    when absent).  Using two of these at once, an empty user name or another
+    Authorization scheme is an authentication error (516)."""
+    def header(name):
+        v = headers.get(name)
+        # http.server decodes header lines as Latin-1; undo it to get the
+        # bytes the client sent (a UTF-8 password stays UTF-8).
+        return None if v is None else v.encode("latin-1")
+
+    x_user = header("X-ClickHouse-User") or b""
+    x_key = header("X-ClickHouse-Key") or b""
+    authorization = header("Authorization")
+    url = {}
+    for part in raw_query.encode("latin-1").split(b"&"):
+        k, _, v = part.partition(b"=")
+        k = unquote_to_bytes(k.replace(b"+", b" "))
+        if k in (b"user", b"password") and k not in url:  # the first one counts
+            url[k] = unquote_to_bytes(v.replace(b"+", b" "))
+
+    if x_user or x_key:
+        if not x_user:
+            raise _auth_error("Got an empty user name from X-ClickHouse HTTP headers")
+        if authorization is not None:
+            raise _two_ways("X-ClickHouse HTTP headers", "Authorization HTTP header")
+        if url:
+            raise _two_ways("X-ClickHouse HTTP headers", "authentication via parameters")
+        return x_user, x_key
+    if authorization is not None:
+        if url:
+            raise _two_ways("Authorization HTTP header", "authentication via parameters")
+        scheme, _, info = authorization.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            raise _auth_error(f"Invalid authentication: '{scheme.decode('latin-1')}' HTTP "
+                              "Authorization scheme is not supported")
+        try:
+            decoded = base64.b64decode(info.strip(), validate=True)
+        except ValueError:
+            raise CHError.make(E_BAD_ARGUMENTS, "Invalid Authorization header: not base64")
+        user, _, password = decoded.partition(b":")
+        if not user:
+            raise _auth_error("Got an empty user name from Authorization HTTP header")
+        return user, password
+    user = url.get(b"user", b"default")
+    if not user:
+        raise _auth_error("Got an empty user name from authentication via parameters")
+    return user, url.get(b"password", b"")
+
+
+def authenticate(users, user, password):
+    """Raises 516 unless `user` exists with exactly this password.  The
+    message is the same for an unknown user and a wrong password, as in
+    ClickHouse, and never contains the password."""
+    expected = users.get(user)
+    # Compare even for an unknown user: the answer time should not tell
+    # which user names exist.
+    ok = hmac.compare_digest(password, expected if expected is not None else b"\0" + password)
+    if not ok or expected is None:
+        raise _auth_error(f"{user.decode('utf-8', 'replace')}: Authentication failed: password is "
+                          "incorrect, or there is no user with such name")
+
+
+# --------------------------------------------------------------------------
 # The engine: one chDB session, one lock.
 
 class Engine:
@@ -555,6 +671,9 @@ def parse_multipart(body, content_type):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "chdb_http"
+    # Headers and body go out in two writes; with Nagle on, the body waits
+    # for the client's delayed ACK (~40 ms a request on keep-alive).
+    disable_nagle_algorithm = True
 
     def version_string(self):
         return self.server_version
@@ -647,6 +766,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._send(404, f"There is no handle {path}\n\nUse / or /ping.\n".encode(),
                            [("Content-Type", "text/plain; charset=UTF-8")])
                 return
+            # No users configured: anyone may query, whatever they send.
+            if self.server.users is not None:
+                user, password = request_credentials(self.headers, split.query)
+                authenticate(self.server.users, user, password)
             query_id = self._serve_query(params, body)
         except CHError as e:
             self._error(e, query_id)
@@ -673,25 +796,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         req.session_id = None
         req.query_id = h.get("X-ClickHouse-Query-Id") or ""
         out_format = h.get("X-ClickHouse-Format")
-        user = h.get("X-ClickHouse-User")
-        password = h.get("X-ClickHouse-Key")
-        auth = h.get("Authorization") or ""
-        if auth.lower().startswith("basic "):
-            try:
-                u, _, p = base64.b64decode(auth[6:].strip()).decode().partition(":")
-                user, password = user or u, password if password is not None else p
-            except Exception:
-                raise CHError.make(E_BAD_ARGUMENTS, "Invalid Authorization header")
         compress = decompress = False
         for k, v in params:
             if k == "query":
                 query_param = v
             elif k == "database":
                 req.database = v
-            elif k == "user":
-                user = v
-            elif k == "password":
-                password = v
             elif k == "query_id":
                 req.query_id = v
             elif k == "session_id":
@@ -712,15 +822,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 req.settings[k] = v
         req.query_id = req.query_id or str(uuid.uuid4())
         self._log_sql = query_param or ""
-
-        # authentication
-        if self.server.password is not None:
-            if (user or "default") != "default" or not hmac.compare_digest(
-                    (password or "").encode(), self.server.password.encode()):
-                raise CHError.make(
-                    E_AUTHENTICATION_FAILED,
-                    f"{user or 'default'}: Authentication failed: password is incorrect, "
-                    "or there is no user with such name")
 
         if compress or decompress:
             raise CHError.make(
@@ -791,6 +892,47 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    users = None        # {user: password} (bytes); None: no authentication
+    ssl_context = None  # set: HTTPS only
+    # A client that connects and never completes the TLS handshake must not
+    # hold its thread for long.
+    tls_handshake_timeout = 10
+
+    def finish_request(self, request, client_address):
+        if self.ssl_context is None:
+            return super().finish_request(request, client_address)
+        # Handshake here, in the connection's own thread rather than in
+        # accept(), so that a slow or silent client cannot stall the listener.
+        request.settimeout(self.tls_handshake_timeout)
+        try:
+            conn = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            reason = getattr(e, "reason", None) or type(e).__name__
+            sys.stderr.write(f"{time.strftime('%H:%M:%S')} {client_address[0]} "
+                             f"TLS handshake failed: {reason}\n")
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            # close_notify first: TLS clients may take a bare TCP close for a
+            # truncation attack.  Bounded wait for the peer's answer.
+            try:
+                conn.settimeout(1)
+                conn.unwrap()
+            except (OSError, ValueError):
+                pass
+            # wrap_socket took over the socket: the caller only holds the
+            # detached original, so close it here.
+            conn.close()
+
+
+def tls_context(cert_file, key_file):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    # Only HTTP/1.1 is spoken; saying so spares clients an h2 attempt.
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 def main():
@@ -798,20 +940,32 @@ def main():
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--data", required=True, help="chDB data directory (persistent)")
-    ap.add_argument("--password-file", help="require this password for user 'default'")
+    ap.add_argument("--users-file",
+                    help="require credentials: lines user:password (split at the first colon)")
+    ap.add_argument("--password-file",
+                    help="require credentials: the first line is user default's password "
+                         "(with --users-file: adds or must match user default)")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain)")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = ap.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
 
-    password = None
-    if args.password_file:
-        with open(args.password_file, encoding="utf-8") as f:
-            password = f.read().rstrip("\r\n")
+    try:
+        users = load_users(args.users_file, args.password_file)
+        ctx = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    except (OSError, ValueError, ssl.SSLError) as e:
+        sys.exit(f"chdb_http: {e}")
 
     engine = Engine(os.path.abspath(args.data))
     server = Server((args.host, args.port), Handler)
     server.engine = engine
-    server.password = password
-    sys.stderr.write(f"chdb_http: ClickHouse {engine.version} (chDB) on http://{args.host}:{args.port}"
-                     f" data={args.data} auth={'password' if password else 'any'}\n")
+    server.users = users
+    server.ssl_context = ctx
+    scheme = "https" if ctx else "http"
+    auth = "any" if users is None else f"{len(users)} user(s)"
+    sys.stderr.write(f"chdb_http: ClickHouse {engine.version} (chDB) on {scheme}://{args.host}:{args.port}"
+                     f" data={args.data} auth={auth}\n")
     sys.stderr.flush()
 
     def stop(signum, frame):

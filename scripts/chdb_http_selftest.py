@@ -1,10 +1,21 @@
 #!/usr/bin/env python3
-"""Self-test of a ClickHouse HTTP endpoint (chdb_http.py or a real server).
+"""Self-test of a ClickHouse HTTP endpoint (chdb_http.py or a real server),
+and of chdb_http.py's credentials and TLS.
 
-Usage: python3 scripts/chdb_http_selftest.py [URL]
-URL defaults to $SLUICE_TEST_CLICKHOUSE_URL.  Creates and drops the database
-`sluice_selftest`.  Needs pyarrow (a dependency of chdb-core).
-Prints one line per check and exits non-zero if any check fails.
+Usage: python3 scripts/chdb_http_selftest.py [--no-spawn | --spawn-only] [URL]
+
+URL (http or https; https is verified against the system CAs or
+$SSL_CERT_FILE) defaults to $SLUICE_TEST_CLICKHOUSE_URL; `user:password@` in
+it is sent as HTTP Basic auth.  The URL checks create and drop the database
+`sluice_selftest` and are meant to pass against a real ClickHouse too.
+
+Unless --no-spawn, the auth_* and tls_* checks then start two private
+chdb_http.py instances (this script's directory, free ports, a temp dir):
+one with users, one with users and HTTPS under a throwaway CA made with
+openssl; they need openssl and curl.  --spawn-only runs just those (no URL).
+
+Needs pyarrow (a dependency of chdb-core).  Prints one line per check and
+exits non-zero if any check fails.
 """
 
 import base64
@@ -15,8 +26,14 @@ import http.client
 import io
 import json
 import os
+import shutil
+import signal
+import socket
+import ssl
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -25,12 +42,31 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-URL = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SLUICE_TEST_CLICKHOUSE_URL", "")
-if not URL:
-    sys.exit("usage: chdb_http_selftest.py URL (or set SLUICE_TEST_CLICKHOUSE_URL)")
+_args = sys.argv[1:]
+SPAWN = "--no-spawn" not in _args
+URL_CHECKS = "--spawn-only" not in _args
+_rest = [a for a in _args if a not in ("--no-spawn", "--spawn-only")]
+if not SPAWN and not URL_CHECKS or len(_rest) > 1 or any(a.startswith("-") for a in _rest):
+    sys.exit("usage: chdb_http_selftest.py [--no-spawn | --spawn-only] [URL]")
+URL = _rest[0] if _rest else os.environ.get("SLUICE_TEST_CLICKHOUSE_URL", "")
+if URL_CHECKS and not URL:
+    sys.exit("usage: chdb_http_selftest.py [--no-spawn | --spawn-only] URL "
+             "(or set SLUICE_TEST_CLICKHOUSE_URL)")
 U = urllib.parse.urlsplit(URL)
-HOST, PORT = U.hostname, U.port or 8123
+HOST, PORT = U.hostname, U.port or (8443 if U.scheme == "https" else 8123)
+URL_AUTH = {}
+if U.username is not None:
+    _cred = (urllib.parse.unquote(U.username) + ":" + urllib.parse.unquote(U.password or "")).encode()
+    URL_AUTH = {"Authorization": "Basic " + base64.b64encode(_cred).decode()}
 DB = "sluice_selftest"
+
+
+def connect(timeout=60):
+    if U.scheme == "https":
+        return http.client.HTTPSConnection(HOST, PORT, timeout=timeout,
+                                           context=ssl.create_default_context())
+    return http.client.HTTPConnection(HOST, PORT, timeout=timeout)
+
 
 failures = []
 passed = 0
@@ -42,8 +78,10 @@ def req(query=None, body=b"", params=None, headers=None, method="POST", conn=Non
         p["query"] = query
     url = path + ("?" + urllib.parse.urlencode(p) if p else "")
     own = conn is None
-    c = conn or http.client.HTTPConnection(HOST, PORT, timeout=60)
+    c = conn or connect()
     h = {"Content-Length": str(len(body))} if not (headers and "Transfer-Encoding" in headers) else {}
+    if not any(k in (headers or {}) for k in ("Authorization", "X-ClickHouse-User", "X-ClickHouse-Key")):
+        h.update(URL_AUTH)
     h.update(headers or {})
     c.request(method, url, body=body if body else None, headers=h)
     r = c.getresponse()
@@ -265,10 +303,12 @@ def t_http_compression():
 
 
 def t_chunked_and_keepalive():
-    c = http.client.HTTPConnection(HOST, PORT, timeout=30)
+    c = connect(timeout=30)
     for i in range(3):
         c.putrequest("POST", "/?" + urllib.parse.urlencode({"query": f"INSERT INTO {DB}.j FORMAT JSONEachRow"}))
         c.putheader("Transfer-Encoding", "chunked")
+        for k, v in URL_AUTH.items():
+            c.putheader(k, v)
         c.endheaders()
         for piece in (b'{"id":%d,' % (100 + i), b'"s":"chunk"}\n'):
             c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -312,13 +352,333 @@ def t_cleanup():
     q(f"DROP DATABASE IF EXISTS {DB}")
 
 
-tests = [t_ping, t_setup, t_select_default_format, t_query_in_body_and_url, t_database_param_and_header,
-         t_jsoneachrow_roundtrip, t_insert_statement_in_body, t_arrowstream_reordered_types,
-         t_rowbinary_positional, t_rowbinary_with_names_and_types, t_native_parquet_csv_tsv,
-         t_replacing_final_is_deleted, t_errors, t_settings_per_query, t_session_id,
-         t_query_parameters, t_http_compression, t_chunked_and_keepalive, t_concurrent_inserts,
-         t_auth_header_accepted, t_cleanup]
-for t in tests:
-    check(t.__name__[2:], t)
+# --------------------------------------------------------------------------
+# Credentials and TLS of chdb_http.py itself, on private instances.
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Distinct, greppable secrets: none of them may show up in a response or a log.
+ALICE_PW = "al1ce-" + uuid.uuid4().hex[:12] + ":with colon & space"
+DEFAULT_PW = "dflt-" + uuid.uuid4().hex[:12]
+UTF8_USER, UTF8_PW = "jürgen", "pässwörd-" + uuid.uuid4().hex[:8]
+SECRETS = (ALICE_PW, DEFAULT_PW, UTF8_PW)
+AUTH_FAILED = ("Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, "
+               "or there is no user with such name. (AUTHENTICATION_FAILED) (version {version})\n")
+
+work = None      # temp dir
+servers = {}     # name -> Spawned
+seen = []        # every response (status, headers, body) from the private servers
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Spawned:
+    """A chdb_http.py of our own on a free port; `tls` = (cert, key, ca)."""
+
+    def __init__(self, name, extra_args, tls=None):
+        self.name, self.tls = name, tls
+        self.port = free_port()
+        self.dir = os.path.join(work, name)
+        os.makedirs(self.dir)
+        self.log = os.path.join(self.dir, "server.log")
+        args = [sys.executable, os.path.join(HERE, "chdb_http.py"), "--host", "127.0.0.1",
+                "--port", str(self.port), "--data", os.path.join(self.dir, "data")] + extra_args
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.ctx = ssl.create_default_context(cafile=tls[2]) if tls else None
+
+    def conn(self, host="127.0.0.1", timeout=30):
+        if self.ctx:
+            return http.client.HTTPSConnection(host, self.port, timeout=timeout, context=self.ctx)
+        return http.client.HTTPConnection(host, self.port, timeout=timeout)
+
+    def wait_up(self, deadline):
+        while True:
+            try:
+                c = self.conn(timeout=2)
+                c.request("GET", "/ping")
+                if c.getresponse().read() == b"Ok.\n":
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(self.log, errors="replace") as f:
+                    raise AssertionError(f"{self.name} did not start: {f.read()[-2000:]}")
+            time.sleep(0.2)
+
+    def req(self, sql, params=None, headers=None, conn=None, raw_path=None):
+        """POST sql; returns (status, headers, body) and remembers them for
+        the leak check."""
+        path = raw_path or "/?" + urllib.parse.urlencode(params or {})
+        c = conn or self.conn()
+        body = sql.encode()
+        c.putrequest("POST", path)
+        for k, v in {"Content-Length": str(len(body)), **(headers or {})}.items():
+            c.putheader(k, v)  # bytes values go out as they are (UTF-8 headers)
+        c.endheaders(body)
+        r = c.getresponse()
+        out = (r.status, dict(r.getheaders()), r.read())
+        if conn is None:
+            c.close()
+        seen.append(out)
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def xch(user, password):
+    return {"X-ClickHouse-User": user.encode(), "X-ClickHouse-Key": password.encode()}
+
+
+def ok_select(srv, n, **kw):
+    st, hd, data = srv.req(f"SELECT {n}", **kw)
+    eq((st, data), (200, f"{n}\n".encode()))
+
+
+def auth_failed(srv, user, **kw):
+    st, hd, data = srv.req("SELECT 1", **kw)
+    eq((st, hd.get("X-ClickHouse-Exception-Code")), (403, "516"))
+    assert "WWW-Authenticate" not in hd, hd
+    eq(data.decode(), AUTH_FAILED.format(user=user, version=srv.version))
+
+
+def make_certs(d):
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost,
+    with the extensions strict verifiers (webpki/rustls) insist on."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    ca_key, ca, key, csr, cert = (os.path.join(d, n) for n in
+                                  ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ext = os.path.join(d, "server.ext")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ossl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=sluice selftest CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ossl("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext)
+    return cert, key, ca
+
+
+def t_spawn_servers():
+    global work
+    work = tempfile.mkdtemp(prefix="chdb_http_selftest_")
+    users = os.path.join(work, "users")
+    with open(users, "wb") as f:
+        f.write(f"# user:password\nalice:{ALICE_PW}\n\n{UTF8_USER}:{UTF8_PW}\nnopass:\n".encode())
+    pw = os.path.join(work, "default-password")
+    with open(pw, "w") as f:
+        f.write(DEFAULT_PW + "\n")
+    tls = make_certs(work)
+    servers["auth"] = Spawned("auth", ["--users-file", users, "--password-file", pw])
+    servers["tls"] = Spawned("tls", ["--users-file", users], tls=tls)
+    deadline = time.monotonic() + 90
+    for srv in servers.values():
+        srv.wait_up(deadline)
+        st, _, data = srv.req("SELECT version()", headers=basic("alice", ALICE_PW))
+        eq(st, 200)
+        srv.version = data.decode().strip()
+
+
+def t_auth_basic():
+    srv = servers["auth"]
+    ok_select(srv, 1, headers=basic("alice", ALICE_PW))
+    ok_select(srv, 2, headers=basic(UTF8_USER, UTF8_PW))  # UTF-8 inside base64
+    ok_select(srv, 3, headers=basic("nopass", ""))
+
+
+def t_auth_x_clickhouse_headers():
+    srv = servers["auth"]
+    ok_select(srv, 1, headers=xch("alice", ALICE_PW))
+    ok_select(srv, 2, headers=xch(UTF8_USER, UTF8_PW))  # raw UTF-8 header bytes
+    ok_select(srv, 3, headers={"X-ClickHouse-User": "nopass"})
+
+
+def t_auth_url_parameters():
+    srv = servers["auth"]
+    ok_select(srv, 1, params={"user": "alice", "password": ALICE_PW})
+    ok_select(srv, 2, params={"user": UTF8_USER, "password": UTF8_PW})
+    ok_select(srv, 3, params={"password": DEFAULT_PW})  # no user: `default`
+    ok_select(srv, 4, params={"user": "default", "password": DEFAULT_PW})
+
+
+def t_auth_password_file_is_default():
+    srv = servers["auth"]
+    ok_select(srv, 1, headers=basic("default", DEFAULT_PW))
+    auth_failed(srv, "default")  # no credentials at all: user default, empty password
+
+
+def t_auth_wrong_password():
+    srv = servers["auth"]
+    auth_failed(srv, "alice", headers=basic("alice", ALICE_PW + "x"))
+    auth_failed(srv, "alice", headers=xch("alice", ALICE_PW[:-1]))
+    auth_failed(srv, "alice", params={"user": "alice", "password": DEFAULT_PW})
+    auth_failed(srv, "alice", params={"user": "alice"})
+    auth_failed(srv, "nopass", headers=basic("nopass", "x"))
+    auth_failed(srv, "default", headers=basic("default", ALICE_PW))
+    auth_failed(srv, UTF8_USER, headers=xch(UTF8_USER, UTF8_PW.upper()))
+
+
+def t_auth_unknown_user():
+    srv = servers["auth"]
+    auth_failed(srv, "mallory", headers=basic("mallory", ALICE_PW))
+    auth_failed(srv, "mallory", params={"user": "mallory", "password": ""})
+
+
+def t_auth_refused_forms():
+    srv = servers["auth"]
+    for kw, text in [
+        ({"headers": {**basic("alice", ALICE_PW), **xch("alice", ALICE_PW)}},
+         "it is not allowed to use X-ClickHouse HTTP headers and Authorization HTTP header simultaneously"),
+        ({"headers": basic("alice", ALICE_PW), "params": {"user": "alice"}},
+         "it is not allowed to use Authorization HTTP header and authentication via parameters simultaneously"),
+        ({"headers": xch("alice", ALICE_PW), "params": {"password": ALICE_PW}},
+         "it is not allowed to use X-ClickHouse HTTP headers and authentication via parameters simultaneously"),
+        ({"headers": {"X-ClickHouse-Key": ALICE_PW}}, "Got an empty user name from X-ClickHouse HTTP headers"),
+        ({"headers": basic("", ALICE_PW)}, "Got an empty user name from Authorization HTTP header"),
+        ({"params": {"user": "", "password": ALICE_PW}}, "Got an empty user name from authentication via parameters"),
+        ({"headers": {"Authorization": "Bearer " + ALICE_PW}}, "'Bearer' HTTP Authorization scheme is not supported"),
+    ]:
+        st, hd, data = srv.req("SELECT 1", **kw)
+        eq((st, hd.get("X-ClickHouse-Exception-Code")), (403, "516"))
+        assert text in data.decode() and data.decode().endswith("(AUTHENTICATION_FAILED) (version "
+                                                                 f"{srv.version})\n"), data
+
+
+def t_auth_keepalive_after_failure():
+    srv = servers["auth"]
+    c = srv.conn()
+    auth_failed(srv, "alice", headers=basic("alice", "nope"), conn=c)
+    ok_select(srv, 7, headers=basic("alice", ALICE_PW), conn=c)
+    c.close()
+
+
+def t_auth_ping_is_open():
+    c = servers["auth"].conn()
+    c.request("GET", "/ping")
+    r = c.getresponse()
+    eq((r.status, r.read()), (200, b"Ok.\n"))
+
+
+def curl(srv, *args, host="127.0.0.1"):
+    cp = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "30", *args,
+                         f"https://{host}:{srv.port}/", "--data-binary", "SELECT 42"],
+                        capture_output=True, timeout=60)
+    return cp.returncode, cp.stdout, cp.stderr
+
+
+def t_tls_curl_with_ca():
+    srv = servers["tls"]
+    ca = srv.tls[2]
+    for host in ("127.0.0.1", "localhost"):
+        rc, out, err = curl(srv, "--cacert", ca, "-u", f"alice:{ALICE_PW}", host=host)
+        eq((rc, out), (0, b"42\n\n200"))
+    rc, out, err = curl(srv, "--cacert", ca, "-u", "alice:wrong")
+    assert rc == 0 and out.endswith(b"\n403") and b"Code: 516." in out, (rc, out)
+
+
+def t_tls_curl_without_ca_fails():
+    rc, out, err = curl(servers["tls"], "-u", f"alice:{ALICE_PW}")
+    assert rc == 60 and b"certificate" in err, (rc, out, err)  # 60: peer certificate not verified
+
+
+def t_tls_host_name_checked():
+    srv = servers["tls"]
+    rc, out, err = curl(srv, "--cacert", srv.tls[2], "--resolve", f"not-in-san.test:{srv.port}:127.0.0.1",
+                        "-u", f"alice:{ALICE_PW}", host="not-in-san.test")
+    assert rc == 60 and b"not-in-san.test" in err, (rc, out, err)
+
+
+def t_tls_plain_http_refused():
+    srv = servers["tls"]
+    cp = subprocess.run(["curl", "-sS", "--max-time", "30", "-u", f"alice:{ALICE_PW}",
+                         f"http://127.0.0.1:{srv.port}/", "--data-binary", "SELECT 1"],
+                        capture_output=True, timeout=60)
+    assert cp.returncode != 0 and b"1\n" not in cp.stdout, cp
+
+
+def t_tls_python_client_keepalive():
+    srv = servers["tls"]
+    c = srv.conn(host="localhost")
+    auth = xch("alice", ALICE_PW)
+    eq(srv.req("CREATE TABLE tls_t (x UInt8) ENGINE = Memory", headers=auth, conn=c)[0], 200)
+    eq(srv.req("INSERT INTO tls_t FORMAT JSONEachRow\n{\"x\":5}\n", headers=auth, conn=c)[0], 200)
+    eq(srv.req("SELECT sum(x) FROM tls_t", headers=auth, conn=c)[2], b"5\n")
+    auth_failed(srv, "alice", headers=xch("alice", "wrong"), conn=c)
+    c.close()
+
+
+def leak_forms(secret):
+    b = secret.encode()
+    return {b, urllib.parse.quote(secret).encode(), urllib.parse.quote_plus(secret).encode(),
+            base64.b64encode(b"alice:" + b), base64.b64encode(UTF8_USER.encode() + b":" + b),
+            base64.b64encode(b"default:" + b)}
+
+
+def t_auth_no_password_in_responses_or_logs():
+    time.sleep(0.3)  # log lines are written after the response
+    logs = {}
+    for name, srv in servers.items():
+        with open(srv.log, "rb") as f:
+            logs[name] = f.read()
+        assert b" 403 " in logs[name], f"{name} log has no 403 lines: {logs[name][-500:]!r}"
+    assert len(seen) > 30, len(seen)
+    for secret in SECRETS:
+        for form in leak_forms(secret):
+            for st, hd, data in seen:
+                blob = data + repr(hd).encode() + repr({k: v.encode("latin-1") for k, v in hd.items()}).encode()
+                assert form not in blob, f"a password form is in a response ({st})"
+            for name, log in logs.items():
+                assert form not in log, f"a password form is in the {name} server log"
+
+
+def t_stop_servers():
+    for srv in servers.values():
+        srv.stop()
+        eq(srv.proc.returncode, 0)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+tests = []
+if URL_CHECKS:
+    tests += [t_ping, t_setup, t_select_default_format, t_query_in_body_and_url, t_database_param_and_header,
+              t_jsoneachrow_roundtrip, t_insert_statement_in_body, t_arrowstream_reordered_types,
+              t_rowbinary_positional, t_rowbinary_with_names_and_types, t_native_parquet_csv_tsv,
+              t_replacing_final_is_deleted, t_errors, t_settings_per_query, t_session_id,
+              t_query_parameters, t_http_compression, t_chunked_and_keepalive, t_concurrent_inserts,
+              t_auth_header_accepted, t_cleanup]
+if SPAWN:
+    tests += [t_spawn_servers, t_auth_basic, t_auth_x_clickhouse_headers, t_auth_url_parameters,
+              t_auth_password_file_is_default, t_auth_wrong_password, t_auth_unknown_user,
+              t_auth_refused_forms, t_auth_keepalive_after_failure, t_auth_ping_is_open,
+              t_tls_curl_with_ca, t_tls_curl_without_ca_fails, t_tls_host_name_checked,
+              t_tls_plain_http_refused, t_tls_python_client_keepalive,
+              t_auth_no_password_in_responses_or_logs, t_stop_servers]
+try:
+    for t in tests:
+        check(t.__name__[2:], t)
+finally:
+    for srv in servers.values():  # also after a failure or ^C: leave nothing running
+        srv.stop()
+    if work:
+        shutil.rmtree(work, ignore_errors=True)
 print(f"{passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -13,6 +13,15 @@
 # (SLUICE_TEST_PG_URL, SLUICE_TEST_CLICKHOUSE_URL, SLUICE_TEST_KAFKA_BROKERS)
 # is taken as external and not started.  `start` runs install-deps.sh first
 # unless SLUICE_SKIP_INSTALL=1.  Concurrent invocations serialize on a lock.
+#
+# The ClickHouse stand-in is open (no auth, plain HTTP) unless these are set
+# when `start` runs (passed to chdb_http.py as the flags of the same name):
+#   SLUICE_CH_USERS_FILE     --users-file     (lines user:password)
+#   SLUICE_CH_PASSWORD_FILE  --password-file  (user default)
+#   SLUICE_CH_TLS_CERT, SLUICE_CH_TLS_KEY  --tls-cert/--tls-key (HTTPS; the
+#                            env URL is then https://127.0.0.1:PORT)
+# A running stand-in started with other options (or since-changed files) is
+# restarted; with the same ones it is reused.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,6 +39,12 @@ log() { echo "services: $*" >&2; }
 EXT_PG=${SLUICE_TEST_PG_URL:-}
 EXT_CH=${SLUICE_TEST_CLICKHOUSE_URL:-}
 EXT_KAFKA=${SLUICE_TEST_KAFKA_BROKERS:-}
+
+# Options of the ClickHouse stand-in (see the header).
+CH_USERS_FILE=${SLUICE_CH_USERS_FILE:-}
+CH_PASSWORD_FILE=${SLUICE_CH_PASSWORD_FILE:-}
+CH_TLS_CERT=${SLUICE_CH_TLS_CERT:-}
+CH_TLS_KEY=${SLUICE_CH_TLS_KEY:-}
 
 # ---------------------------------------------------------------- helpers
 
@@ -78,11 +93,16 @@ free_port() {  # PREFERRED -> a free port (the preferred one if it is free)
 # probe http URL | probe kafka HOST PORT -> 0 if the server answers
 probe() {
     "$PYTHON" - "$@" <<'EOF'
-import socket, struct, sys, urllib.request
+import socket, ssl, struct, sys, urllib.request
 kind = sys.argv[1]
 try:
     if kind == "http":
-        with urllib.request.urlopen(sys.argv[2] + "/ping", timeout=2) as r:
+        # Liveness only: the certificate is the caller's to verify, and a
+        # throwaway test CA is not in the system store.
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(sys.argv[2] + "/ping", timeout=2, context=ctx) as r:
             sys.exit(0 if r.status == 200 and r.read() == b"Ok.\n" else 1)
     else:
         # Kafka ApiVersions v0: the broker must answer with our correlation id.
@@ -152,7 +172,7 @@ drop_own_externals() {
     port=$(cat "$DIR/pg.port" 2>/dev/null || true)
     [ "$EXT_PG" != "postgres://postgres@127.0.0.1:$port/postgres" ] || EXT_PG=""
     port=$(cat "$DIR/clickhouse.port" 2>/dev/null || true)
-    [ "$EXT_CH" != "http://127.0.0.1:$port" ] || EXT_CH=""
+    [ "$EXT_CH" != "http://127.0.0.1:$port" ] && [ "$EXT_CH" != "https://127.0.0.1:$port" ] || EXT_CH=""
     port=$(cat "$DIR/kafka.port" 2>/dev/null || true)
     [ "$EXT_KAFKA" != "127.0.0.1:$port" ] || EXT_KAFKA=""
 }
@@ -181,26 +201,63 @@ start_pg() {
     PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
+ch_scheme() {  # scheme of our running stand-in (from the options it got)
+    if grep -q -- --tls-cert "$DIR/clickhouse.opts" 2>/dev/null; then echo https; else echo http; fi
+}
+
+# Fills CH_ARGS (extra chdb_http.py flags) and CH_OPTS (a line naming them
+# and their files' size and mtime: when it changes, the stand-in restarts).
+ch_options() {
+    local flags=(--users-file --password-file --tls-cert --tls-key)
+    local files=("$CH_USERS_FILE" "$CH_PASSWORD_FILE" "$CH_TLS_CERT" "$CH_TLS_KEY")
+    local i f
+    CH_ARGS=()
+    CH_OPTS=""
+    if { [ -n "$CH_TLS_CERT" ] && [ -z "$CH_TLS_KEY" ]; } || { [ -z "$CH_TLS_CERT" ] && [ -n "$CH_TLS_KEY" ]; }; then
+        log "clickhouse: SLUICE_CH_TLS_CERT and SLUICE_CH_TLS_KEY go together"
+        exit 1
+    fi
+    for i in 0 1 2 3; do
+        f=${files[$i]}
+        [ -n "$f" ] || continue
+        [ -r "$f" ] || { log "clickhouse: cannot read $f"; exit 1; }
+        # absolute, so that the same file is recognized from any directory
+        f=$(cd "$(dirname "$f")" && pwd)/$(basename "$f")
+        CH_ARGS+=("${flags[$i]}" "$f")
+        CH_OPTS+="${flags[$i]} $f $(stat -c '%s,%Y' "$f") "
+    done
+}
+
 start_ch() {
     if [ -n "$EXT_CH" ]; then
         CH_URL=$EXT_CH
         log "clickhouse: external ($CH_URL)"
         return
     fi
-    local port="" i
+    local port="" i scheme
+    ch_options
     [ -f "$DIR/clickhouse.port" ] && port=$(cat "$DIR/clickhouse.port")
-    if [ -n "$port" ] && pid_alive clickhouse chdb_http.py && probe http "http://127.0.0.1:$port"; then
+    # No opts file: started before options existed, i.e. with none.
+    if [ -n "$port" ] && pid_alive clickhouse chdb_http.py &&
+        [ "$(cat "$DIR/clickhouse.opts" 2>/dev/null || true)" = "$CH_OPTS" ] &&
+        probe http "$(ch_scheme)://127.0.0.1:$port"; then
         log "clickhouse: reusing 127.0.0.1:$port"
     else
+        if pid_alive clickhouse chdb_http.py &&
+            [ "$(cat "$DIR/clickhouse.opts" 2>/dev/null || true)" != "$CH_OPTS" ]; then
+            log "clickhouse: options changed, restarting"
+        fi
         stop_pid clickhouse chdb_http.py
         [ -n "$port" ] && port_free "$port" || port=$(free_port "$CH_DEFAULT_PORT")
         mkdir -p "$DIR/clickhouse"
         setsid "$PYTHON" "$HERE/chdb_http.py" --host 127.0.0.1 --port "$port" \
-            --data "$DIR/clickhouse" </dev/null >>"$DIR/clickhouse.log" 2>&1 9>&- &
+            --data "$DIR/clickhouse" "${CH_ARGS[@]}" </dev/null >>"$DIR/clickhouse.log" 2>&1 9>&- &
         echo $! >"$DIR/clickhouse.pid"
         echo "$port" >"$DIR/clickhouse.port"
+        printf '%s' "$CH_OPTS" >"$DIR/clickhouse.opts"
+        scheme=$(ch_scheme)
         for i in $(seq 1 $((START_TIMEOUT * 5))); do
-            probe http "http://127.0.0.1:$port" && break
+            probe http "$scheme://127.0.0.1:$port" && break
             if ! pid_alive clickhouse chdb_http.py || [ "$i" -eq $((START_TIMEOUT * 5)) ]; then
                 log_tail "$DIR/clickhouse.log"
                 log "clickhouse (chdb_http.py) failed to start on 127.0.0.1:$port"
@@ -209,9 +266,9 @@ start_ch() {
             fi
             sleep 0.2
         done
-        log "clickhouse: started chdb_http.py on 127.0.0.1:$port"
+        log "clickhouse: started chdb_http.py on $scheme://127.0.0.1:$port${CH_ARGS[*]:+ with ${CH_ARGS[*]}}"
     fi
-    CH_URL="http://127.0.0.1:$port"
+    CH_URL="$(ch_scheme)://127.0.0.1:$port"
 }
 
 start_kafka() {
@@ -304,8 +361,8 @@ cmd_status() {
     port=$(cat "$DIR/clickhouse.port" 2>/dev/null || true)
     if [ -n "$EXT_CH" ]; then
         echo "clickhouse: external $EXT_CH"
-    elif [ -n "$port" ] && pid_alive clickhouse chdb_http.py && probe http "http://127.0.0.1:$port"; then
-        echo "clickhouse: up   http://127.0.0.1:$port (chdb_http.py, pid $(cat "$DIR/clickhouse.pid"))"
+    elif [ -n "$port" ] && pid_alive clickhouse chdb_http.py && probe http "$(ch_scheme)://127.0.0.1:$port"; then
+        echo "clickhouse: up   $(ch_scheme)://127.0.0.1:$port (chdb_http.py, pid $(cat "$DIR/clickhouse.pid"))"
     else
         echo "clickhouse: down"
         rc=1
