@@ -36,6 +36,13 @@ pub fn flush_lines<P>(flush: &Flush<P>) -> Vec<Value> {
                     .as_primitive::<TimestampMicrosecondType>()
                     .clone();
                 let unchanged = col(meta::UNCHANGED).as_list::<i32>().clone();
+                // The old rows as a batch of their own (rows without one are
+                // skipped below, so the struct's nulls need not carry over).
+                let before = b.column_by_name(meta::BEFORE).and_then(|c| {
+                    let (fields, columns, _) = c.as_struct().clone().into_parts();
+                    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+                    arrow::record_batch::RecordBatch::try_new(schema, columns).ok()
+                });
                 for row in 0..b.num_rows() {
                     let mut obj = json!({
                         "table": tb.shape.table.to_string(),
@@ -45,6 +52,12 @@ pub fn flush_lines<P>(flush: &Flush<P>) -> Vec<Value> {
                         "commit_ts": json::value(&(std::sync::Arc::new(ts.clone()) as _), row),
                         "row": Value::Object(json::row_object(b, row)),
                     });
+                    if let Some(old) = before.as_ref().filter(|_| {
+                        b.column_by_name(meta::BEFORE)
+                            .is_some_and(|c| c.is_valid(row))
+                    }) {
+                        obj["before"] = Value::Object(json::row_object(old, row));
+                    }
                     if !unchanged.is_null(row) {
                         let idx = unchanged.value(row);
                         let idx = idx.as_primitive::<arrow::datatypes::UInt16Type>();

@@ -32,6 +32,9 @@ pub struct ColumnInfo {
 pub struct TableShape {
     pub table: TableName,
     pub columns: Vec<ColumnInfo>,
+    /// Batches carry the whole old row of updates in the `_before` column
+    /// (PostgreSQL: REPLICA IDENTITY FULL).
+    pub before_images: bool,
 }
 
 impl TableShape {

@@ -161,7 +161,7 @@ pub fn row_object(batch: &RecordBatch, row: usize) -> Map<String, Value> {
     let schema = batch.schema();
     let mut obj = Map::new();
     for (i, field) in schema.fields().iter().enumerate() {
-        if meta::ALL.contains(&field.name().as_str()) {
+        if meta::is_reserved_column(field.name()) {
             continue;
         }
         obj.insert(field.name().clone(), value(batch.column(i), row));

@@ -29,6 +29,12 @@ pub const COMMIT_TS: &str = "_commit_ts";
 /// an unchanged TOASTed value (the column itself holds NULL there).
 pub const UNCHANGED: &str = "_unchanged_cols";
 
+/// Struct of the table's columns, only in batches of tables whose shape has
+/// `before_images`: the whole old row of an update (REPLICA IDENTITY FULL),
+/// NULL for other rows (a delete's old row is the row itself).
+pub const BEFORE: &str = "_before";
+
+/// The metadata columns every batch has, in order.
 pub const ALL: [&str; 6] = [OP, LSN, VERSION, IS_DELETED, COMMIT_TS, UNCHANGED];
 
 pub const OP_INSERT: u8 = b'c';
@@ -40,7 +46,7 @@ pub const OP_READ: u8 = b'r';
 /// Whether a source column name would collide with a metadata column (such
 /// a column is rejected, never silently shadowed).
 pub fn is_reserved_column(name: &str) -> bool {
-    ALL.contains(&name)
+    ALL.contains(&name) || name == BEFORE
 }
 
 /// The Arrow fields of the metadata columns, appended after the table's columns.
@@ -64,15 +70,25 @@ pub fn meta_fields() -> Vec<Field> {
 }
 
 /// The schema of a table's batches: its columns (all nullable in Arrow;
-/// NOT NULL is the shape's business), then the metadata columns.
+/// NOT NULL is the shape's business), then the metadata columns, then
+/// `_before` when the shape has before images.
 pub fn batch_schema(shape: &TableShape) -> SchemaRef {
-    let mut fields: Vec<Field> = shape
+    let columns = column_fields(shape);
+    let mut fields = columns.clone();
+    fields.extend(meta_fields());
+    if shape.before_images {
+        fields.push(Field::new(BEFORE, DataType::Struct(columns.into()), true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// The Arrow fields of the table's own columns.
+pub fn column_fields(shape: &TableShape) -> Vec<Field> {
+    shape
         .columns
         .iter()
         .map(|c| Field::new(&c.name, c.data_type.clone(), true))
-        .collect();
-    fields.extend(meta_fields());
-    Arc::new(Schema::new(fields))
+        .collect()
 }
 
 /// Metadata of one row.

@@ -33,6 +33,7 @@ fn table(name: &str) -> TableName {
 fn rows(t: &str, ids: &[i64], lsn: u64, op: u8) -> SinkItem {
     let shape = Arc::new(TableShape {
         table: table(t),
+        before_images: false,
         columns: vec![ColumnInfo {
             name: "id".into(),
             source_type: "int8".into(),

@@ -132,6 +132,7 @@ fn shape(schema: &str, name: &str, columns: Vec<ColumnInfo>) -> Arc<TableShape> 
     Arc::new(TableShape {
         table: TableName::new(schema, name),
         columns,
+        before_images: false,
     })
 }
 

@@ -564,6 +564,73 @@ async fn unchanged_toast_is_marked_not_null() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_updates_carry_the_old_row() {
+    let db = fresh_db("src_before").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE acct (id int PRIMARY KEY, owner text, balance int, note text);
+             ALTER TABLE acct REPLICA IDENTITY FULL;
+             CREATE TABLE plain (id int PRIMARY KEY, v int);",
+        )
+        .await
+        .unwrap();
+    let cfg = source_config(&db.url, &["public.acct", "public.plain"]);
+    let mut src = start_source(&cfg, small_batches(), false, Vec::new()).await;
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO acct VALUES (1, 'ann', 10, {RANDOM_100K});
+             UPDATE acct SET balance = 20, owner = NULL WHERE id = 1;
+             DELETE FROM acct WHERE id = 1;
+             INSERT INTO plain VALUES (1, 1);
+             UPDATE plain SET v = 2;"
+        ))
+        .await
+        .unwrap();
+    let rows = collect_rows(&mut src, 5, Duration::from_secs(60), false).await;
+    src.stop.cancel();
+    let _ = src.task.await;
+    let before = |r: &Row| {
+        r.batch
+            .batch
+            .column_by_name("_before")
+            .map(|c| c.as_struct().clone())
+    };
+    let acct: Vec<&Row> = rows.iter().filter(|r| r.table == "public.acct").collect();
+    let by_op = |op: char| *acct.iter().rfind(|r| r.op == op).unwrap();
+    let (ins, upd, del) = (by_op('c'), by_op('u'), by_op('d'));
+    assert!(
+        before(ins).unwrap().is_null(ins.index),
+        "an insert has no old row"
+    );
+    assert!(
+        before(del).unwrap().is_null(del.index),
+        "a delete's old row is the row itself"
+    );
+    let b = before(upd).unwrap();
+    assert!(
+        b.is_valid(upd.index),
+        "an update under FULL carries its old row"
+    );
+    let old_balance = b
+        .column_by_name("balance")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int32Type>();
+    assert_eq!(old_balance.value(upd.index), 10);
+    let old_owner = b.column_by_name("owner").unwrap();
+    assert_eq!(old_owner.as_string::<i32>().value(upd.index), "ann");
+    // The old row has the unchanged TOAST value too (FULL logs it whole).
+    let old_note = b.column_by_name("note").unwrap();
+    assert_eq!(old_note.as_string::<i32>().value(upd.index).len(), 102_400);
+    assert!(
+        upd.column("owner").is_null(upd.index),
+        "the new row's NULL stays NULL"
+    );
+    // A table under the default identity has no _before column at all.
+    let plain = rows.iter().find(|r| r.table == "public.plain").unwrap();
+    assert!(before(plain).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_transactions_commit_abort_and_roll_back_savepoints() {
     let db = fresh_db("src_stream").await;
     db.client

@@ -50,7 +50,7 @@ pub fn wanted_columns(plans: &[ColumnPlan], kind: TableKind) -> Vec<(String, Str
 
 /// Columns the sink owns besides the source's; never dropped.
 pub fn is_meta(name: &str) -> bool {
-    matches!(name, SYNCED_AT) || meta::ALL.contains(&name)
+    matches!(name, SYNCED_AT) || meta::is_reserved_column(name)
 }
 
 /// A name used twice (a source column named like a NULL flag or `_synced_at`).

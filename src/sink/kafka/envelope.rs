@@ -122,7 +122,7 @@ impl<'a> EnvelopeEncoder<'a> {
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| !meta::ALL.contains(&f.name().as_str()))
+            .filter(|(_, f)| !meta::is_reserved_column(f.name()))
             .map(|(i, f)| (i, f.name().as_str()))
             .collect();
         let key = columns
@@ -374,6 +374,7 @@ mod tests {
     fn batch(with_key: bool) -> TableBatch {
         let shape = Arc::new(TableShape {
             table: TableName::new("public", "orders"),
+            before_images: false,
             columns: vec![
                 col("id", "int8", DataType::Int64, with_key),
                 col("note", "text", DataType::Utf8, false),

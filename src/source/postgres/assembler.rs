@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use super::builder::TableBuilder;
 use super::lsn::Lsn;
-use super::pgoutput::{OldTuple, PgOutputMessage, RelationBody, TupleData, TupleValue};
+use super::pgoutput::{
+    OldTuple, PgOutputMessage, RelationBody, ReplicaIdentity, TupleData, TupleValue,
+};
 use super::setup::{describe_table, ColumnSpec};
 use super::types::{ArrowMapping, TypeCache, TypeOptions};
 use crate::config::TableName;
@@ -188,8 +190,15 @@ impl Assembler {
             is_key: c.is_key(),
             not_null: not_null.is_some_and(|n| n.contains(&c.name)),
         });
-        let (shape, mappings) =
-            describe_table(&table, specs, types, &self.type_options, &mut self.warned)?;
+        let full = body.replica_identity == ReplicaIdentity::Full;
+        let (shape, mappings) = describe_table(
+            &table,
+            full,
+            specs,
+            types,
+            &self.type_options,
+            &mut self.warned,
+        )?;
         if let Some(old) = self.relations.get(&body.rel_id) {
             if old.shape == shape {
                 return Ok(());
@@ -338,6 +347,33 @@ impl Assembler {
             }
         }
         builder.finish_row(meta, &self.unchanged);
+        // The whole old row of an update, where the table logs it.
+        match old.filter(|_| op == OP_UPDATE && builder.has_before()) {
+            Some(o) => {
+                for (i, v) in o.iter().enumerate() {
+                    let col = builder.before_column(i).expect("has before");
+                    let res = match v {
+                        TupleValue::Null | TupleValue::UnchangedToast => {
+                            col.append_null();
+                            Ok(())
+                        }
+                        TupleValue::Binary(b) => col.append_binary(Some(b)),
+                        TupleValue::Text(t) => col.append_text(Some(t)),
+                    };
+                    if let Err(e) = res {
+                        return Err(SourceError::TableData {
+                            table: shape.table.clone(),
+                            message: format!(
+                                "old value of column \"{}\": {e}",
+                                shape.columns[i].name
+                            ),
+                        });
+                    }
+                }
+                builder.finish_before();
+            }
+            None => builder.no_before(),
+        }
         Ok(())
     }
 

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::ArrayRef;
+use arrow::array::builder::NullBufferBuilder;
+use arrow::array::{ArrayRef, StructArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::types::{ArrowMapping, ColumnDecoder};
-use crate::core::meta::{batch_schema, MetaBuilder, RowMeta};
+use crate::core::meta::{batch_schema, column_fields, MetaBuilder, RowMeta};
 use crate::core::{TableBatch, TableShape};
 
 /// Initial capacity of a table's builders; they grow as needed.
@@ -20,18 +21,33 @@ pub struct TableBuilder {
     schema: SchemaRef,
     columns: Vec<ColumnDecoder>,
     meta: MetaBuilder,
+    /// The `_before` column, for shapes with before images.
+    before: Option<BeforeBuilder>,
+}
+
+/// The old rows of updates: one decoder per column, and which rows have one.
+struct BeforeBuilder {
+    columns: Vec<ColumnDecoder>,
+    present: NullBufferBuilder,
 }
 
 impl TableBuilder {
     /// `mappings` is in column order, one per column of `shape`.
     pub fn new(shape: Arc<TableShape>, mappings: &[ArrowMapping]) -> Self {
-        TableBuilder {
-            schema: batch_schema(&shape),
-            shape,
-            columns: mappings
+        let decoders = || {
+            mappings
                 .iter()
                 .map(|m| ColumnDecoder::new(m, INITIAL_ROWS))
-                .collect(),
+                .collect()
+        };
+        TableBuilder {
+            schema: batch_schema(&shape),
+            before: shape.before_images.then(|| BeforeBuilder {
+                columns: decoders(),
+                present: NullBufferBuilder::new(INITIAL_ROWS),
+            }),
+            shape,
+            columns: decoders(),
             meta: MetaBuilder::with_capacity(INITIAL_ROWS),
         }
     }
@@ -61,16 +77,54 @@ impl TableBuilder {
         &mut self.columns
     }
 
-    /// Completes `n` rows whose column values were appended in bulk.
+    /// Completes `n` rows whose column values were appended in bulk (no
+    /// old rows).
     pub fn finish_rows(&mut self, n: usize, m: RowMeta) {
         self.meta.append_n(n, m);
+        if let Some(b) = &mut self.before {
+            for _ in 0..n {
+                for c in &mut b.columns {
+                    c.append_null();
+                }
+            }
+            b.present.append_n_nulls(n);
+        }
     }
 
     /// Completes a row whose column values were appended; `unchanged` lists
-    /// the columns whose value was not sent (unchanged TOAST).
+    /// the columns whose value was not sent (unchanged TOAST). A shape with
+    /// before images then needs [`TableBuilder::before_column`] values and
+    /// [`TableBuilder::finish_before`], or [`TableBuilder::no_before`].
     #[inline]
     pub fn finish_row(&mut self, m: RowMeta, unchanged: &[u16]) {
         self.meta.append(m, unchanged);
+    }
+
+    /// Whether rows take an old row (`_before`).
+    pub fn has_before(&self) -> bool {
+        self.before.is_some()
+    }
+
+    /// The decoder of column `i` of the old row.
+    pub fn before_column(&mut self, i: usize) -> Option<&mut ColumnDecoder> {
+        self.before.as_mut().map(|b| &mut b.columns[i])
+    }
+
+    /// The old row's values were appended to every `before_column`.
+    pub fn finish_before(&mut self) {
+        if let Some(b) = &mut self.before {
+            b.present.append_non_null();
+        }
+    }
+
+    /// This row has no old row.
+    pub fn no_before(&mut self) {
+        if let Some(b) = &mut self.before {
+            for c in &mut b.columns {
+                c.append_null();
+            }
+            b.present.append_null();
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -93,6 +147,16 @@ impl TableBuilder {
         }
         let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.finish()).collect();
         arrays.extend(self.meta.finish());
+        if let Some(b) = &mut self.before {
+            let children: Vec<ArrayRef> = b.columns.iter_mut().map(|c| c.finish()).collect();
+            let before = StructArray::try_new(
+                column_fields(&self.shape).into(),
+                children,
+                b.present.finish(),
+            )
+            .expect("old-row builders are kept aligned with the shape");
+            arrays.push(Arc::new(before));
+        }
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .expect("column builders are kept aligned with the schema");
         Some(TableBatch {

@@ -39,10 +39,12 @@ pub struct ColumnSpec<'a> {
     pub not_null: bool,
 }
 
-/// A table's shape and Arrow mappings from its columns. `warned` keeps
+/// A table's shape and Arrow mappings from its columns. `before_images`:
+/// the table logs whole old rows (REPLICA IDENTITY FULL). `warned` keeps
 /// "replicated as text" warnings to one per column.
 pub fn describe_table<'a>(
     table: &TableName,
+    before_images: bool,
     specs: impl Iterator<Item = ColumnSpec<'a>>,
     types: &TypeCache,
     options: &TypeOptions,
@@ -88,6 +90,7 @@ pub fn describe_table<'a>(
     let shape = Arc::new(TableShape {
         table: table.clone(),
         columns,
+        before_images,
     });
     Ok((shape, mappings))
 }
@@ -132,6 +135,9 @@ pub async fn describe(
             "table {table} does not exist"
         )));
     }
+    let full = catalog::table_info(client, table)
+        .await?
+        .is_some_and(|t| t.replica_identity == catalog::ReplicaIdentity::Full);
     let oids: Vec<u32> = cols.iter().map(|c| c.type_oid).collect();
     catalog::resolve_types(client, &oids, types).await?;
     let specs = cols.iter().map(|c| ColumnSpec {
@@ -141,7 +147,8 @@ pub async fn describe(
         not_null: c.not_null,
         is_key: c.is_key,
     });
-    let (shape, mappings) = describe_table(table, specs, types, options, &mut HashSet::new())?;
+    let (shape, mappings) =
+        describe_table(table, full, specs, types, options, &mut HashSet::new())?;
     Ok(TableDescription {
         names: cols.into_iter().map(|c| c.name).collect(),
         shape,
