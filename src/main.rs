@@ -48,7 +48,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(sluice::app::progress::LogWriter::make);
     if cli.log_json {
         builder.json().init();
     } else {
@@ -67,6 +67,40 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             sluice::run(cfg, shutdown).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot {
+            config: args,
+            tables,
+        } => {
+            let cfg = config::load(&args.config)?;
+            let tables = tables
+                .iter()
+                .map(|t| sluice::config::TableName::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::Invalid(vec![format!("TABLE: {e}")]))?;
+            let shutdown = CancellationToken::new();
+            spawn_signal_handler(shutdown.clone());
+            sluice::app::snapshot(cfg, tables, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resync {
+            config: args,
+            tables,
+        } => {
+            let cfg = config::load(&args.config)?;
+            match sluice::app::resync::resync(&cfg, &tables).await {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(sluice::app::resync::ResyncError::Usage(m)) => {
+                    eprintln!("error: {m}");
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Status(args) => {
             let cfg = config::load(&args.config)?;

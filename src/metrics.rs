@@ -7,6 +7,10 @@ pub const FLUSHES: &str = "sluice_flushes_total";
 pub const SINK_RETRIES: &str = "sluice_sink_retries_total";
 /// Retried attempts of any kind, labelled `what`.
 pub const RETRIES: &str = "sluice_retries_total";
+/// Rows copied by snapshots and resyncs, labelled `table`.
+pub const SNAPSHOT_ROWS: &str = "sluice_snapshot_rows_total";
+/// The source's estimate of a table's rows when its copy started, labelled `table`.
+pub const SNAPSHOT_ROWS_ESTIMATED: &str = "sluice_snapshot_rows_estimated";
 /// Tables stopped (failed) by this process.
 pub const TABLE_FAILURES: &str = "sluice_table_failures_total";
 pub const SOURCE_RECONNECTS: &str = "sluice_source_reconnects_total";

@@ -47,6 +47,34 @@ pub enum Command {
     /// confirms before exit.
     Run(ConfigArg),
 
+    /// Copy tables' rows into the sink once, without a slot or a stream.
+    ///
+    /// For loads that need no streaming. Each table is read in block ranges
+    /// by `snapshot.parallelism` connections at once and written by as many
+    /// sink writers; rows the copy does not find in PostgreSQL are removed
+    /// from the sink. Interrupted, it resumes with the unfinished ranges when
+    /// run again. Shows progress per table (bars on a terminal).
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Tables to copy (`schema.table`); all configured ones by default.
+        #[arg(value_name = "TABLE")]
+        tables: Vec<String>,
+    },
+
+    /// Copy tables again, e.g. a table stopped (failed) or gone stale.
+    ///
+    /// While `sluice run` runs, the running pipeline copies them now and the
+    /// other tables keep streaming; otherwise the next `sluice run` does.
+    /// Rows deleted in PostgreSQL meanwhile disappear from the sink.
+    Resync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Tables to copy again (`schema.table`).
+        #[arg(value_name = "TABLE", required = true)]
+        tables: Vec<String>,
+    },
+
     /// Show the pipeline's progress: checkpoint, slot position, lag, tables.
     Status(ConfigArg),
 

@@ -1,9 +1,11 @@
-//! `sluice run`: the config's source, sink and state store, wired into the
-//! generic pipeline.
+//! `sluice run` and `sluice snapshot`: the config's source, sink and state
+//! store, wired into the generic pipeline.
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkConfig, SourceConfig};
+use super::{progress, requests};
+use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::postgres::PgSource;
@@ -13,20 +15,81 @@ use crate::state::{sidecar, SledStore};
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
     let SourceConfig::Postgres(pg) = &config.source;
     let state_path = config.pipeline.checkpoint_path();
-    let opts = PipelineOptions {
+    let opts = options(&config, pg.tables.clone(), false);
+    let (tx, rx) = mpsc::channel(16);
+    let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
+    let store = SledStore::open(&state_path)?;
+    let result = run_with(&config, store, opts, rx, shutdown).await;
+    watcher.abort();
+    result
+}
+
+/// `sluice snapshot`: copies `tables` (all configured ones when empty) into
+/// the sink once, with no slot and no stream. Resumable: a copy interrupted
+/// goes on where it stopped when run again; a finished one starts afresh.
+pub async fn snapshot(
+    config: Config,
+    tables: Vec<TableName>,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
+    let SourceConfig::Postgres(pg) = &config.source;
+    let tables = if tables.is_empty() {
+        pg.tables.clone()
+    } else {
+        tables
+    };
+    let path = snapshot_state_path(&config);
+    let mut opts = options(&config, tables, true);
+    opts.status_file = Some(sidecar::path(&path));
+    let (_tx, rx) = mpsc::channel(1);
+    let store = SledStore::open(&path)?;
+    run_with(&config, store, opts, rx, shutdown.clone()).await?;
+    if !shutdown.is_cancelled() {
+        // Done: the next `sluice snapshot` copies afresh.
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(sidecar::path(&path));
+    }
+    Ok(())
+}
+
+/// Where `sluice snapshot` keeps its progress (apart from `run`'s state).
+pub fn snapshot_state_path(config: &Config) -> std::path::PathBuf {
+    config.pipeline.checkpoint_path().with_extension("snapshot")
+}
+
+fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> PipelineOptions {
+    let SourceConfig::Postgres(pg) = &config.source;
+    PipelineOptions {
         name: config.pipeline.name.clone(),
-        tables: pg.tables.clone(),
-        initial_snapshot: pg.initial_snapshot,
-        status_file: Some(sidecar::path(&state_path)),
+        tables,
+        initial_snapshot: pg.initial_snapshot || copy_only,
+        status_file: Some(sidecar::path(&config.pipeline.checkpoint_path())),
         crash_after_sink_write: std::env::var(CRASH_AFTER_SINK_WRITE_ENV)
             .ok()
             .and_then(|v| v.parse().ok()),
-    };
-    let source = PgSource::new(pg.clone(), config.batch, state_path.with_extension("spill"));
-    let store = SledStore::open(&state_path)?;
+        copy_readers: config.snapshot.parallelism,
+        copy_only,
+        progress: progress::view(),
+    }
+}
+
+async fn run_with(
+    config: &Config,
+    store: SledStore,
+    opts: PipelineOptions,
+    control: mpsc::Receiver<crate::pipeline::Control>,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
+    let SourceConfig::Postgres(pg) = &config.source;
+    let source = PgSource::new(
+        pg.clone(),
+        config.batch,
+        config.pipeline.checkpoint_path().with_extension("spill"),
+    )
+    .with_copy_readers(config.snapshot.parallelism);
     match &config.sink {
         SinkConfig::ClickHouse(ch) => {
-            run_pipeline(source, ClickHouseSink::new(ch), store, opts, shutdown).await
+            run_pipeline(source, ClickHouseSink::new(ch), store, opts, control, shutdown).await
         }
         SinkConfig::Kafka(_) => Err(PipelineError::Unsupported(
             "`sluice run` supports the ClickHouse sink in this version; the Kafka sink is not implemented yet".into(),

@@ -25,6 +25,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
 pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "default";
 pub const DEFAULT_KAFKA_TOPIC_PREFIX: &str = "sluice";
+/// Copy readers at most by default (fewer on machines with fewer cores).
+pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 4;
+pub const MAX_SNAPSHOT_PARALLELISM: usize = 64;
 
 /// Everything that can go wrong reading a config file.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,7 @@ pub struct RawConfig {
     pub pipeline: Option<RawPipeline>,
     pub source: Option<RawSource>,
     pub batch: Option<RawBatch>,
+    pub snapshot: Option<RawSnapshot>,
     pub sink: Option<RawSink>,
     pub metrics: Option<RawMetrics>,
 }
@@ -94,6 +98,13 @@ pub struct RawBatch {
     pub max_rows: Option<i64>,
     pub max_bytes: Option<ByteSize>,
     pub max_delay: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSnapshot {
+    /// Table ranges read (and written) at once.
+    pub parallelism: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,8 +160,26 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub source: SourceConfig,
     pub batch: BatchConfig,
+    pub snapshot: SnapshotConfig,
     pub sink: SinkConfig,
     pub metrics: MetricsConfig,
+}
+
+/// How tables are copied (initial snapshot, resync, `sluice snapshot`).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotConfig {
+    /// Ranges read and written at once, over as many connections.
+    pub parallelism: usize,
+}
+
+impl SnapshotConfig {
+    /// min(DEFAULT_SNAPSHOT_PARALLELISM, cores).
+    pub fn default_parallelism() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(DEFAULT_SNAPSHOT_PARALLELISM)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -106,6 +106,8 @@ fn defaults_apply_when_sections_are_omitted() {
     assert_eq!(cfg.batch.max_rows, DEFAULT_MAX_ROWS);
     assert_eq!(cfg.batch.max_bytes, DEFAULT_MAX_BYTES);
     assert_eq!(cfg.batch.max_delay, DEFAULT_MAX_DELAY);
+    let p = cfg.snapshot.parallelism;
+    assert!((1..=DEFAULT_SNAPSHOT_PARALLELISM).contains(&p), "{p}");
     assert_eq!(
         cfg.pipeline.checkpoint_dir,
         Path::new(DEFAULT_CHECKPOINT_DIR)
@@ -120,6 +122,19 @@ fn missing_keys_are_named() {
     assert!(e.contains("source.postgres.slot: missing"), "{e}");
     let e = error_of(&GOOD.replace("name = \"demo\"\n", ""));
     assert!(e.contains("pipeline.name: missing"), "{e}");
+}
+
+#[test]
+fn snapshot_parallelism_is_checked() {
+    let with = |v: &str| format!("{GOOD}\n[snapshot]\nparallelism = {v}\n");
+    assert_eq!(check(&with("8")).unwrap().snapshot.parallelism, 8);
+    for bad in ["0", "-1", "1000"] {
+        let e = error_of(&with(bad));
+        assert!(
+            e.contains("snapshot.parallelism: must be between 1 and 64"),
+            "{e}"
+        );
+    }
 }
 
 #[test]

@@ -104,6 +104,7 @@ pub fn validate(
         }
     };
     let batch = batch(&mut c, raw.batch.as_ref());
+    let snapshot = snapshot(&mut c, raw.snapshot.as_ref());
     let sink = sink(&mut c, raw.sink.as_ref());
     let metrics = metrics(&mut c, raw.metrics.as_ref());
     if !c.errors.is_empty() {
@@ -114,6 +115,7 @@ pub fn validate(
             pipeline,
             source: SourceConfig::Postgres(source),
             batch,
+            snapshot,
             sink,
             metrics,
         }),
@@ -353,6 +355,21 @@ fn batch(c: &mut Checker<'_>, raw: Option<&RawBatch>) -> BatchConfig {
         max_bytes,
         max_delay,
     }
+}
+
+fn snapshot(c: &mut Checker<'_>, raw: Option<&RawSnapshot>) -> SnapshotConfig {
+    let parallelism = match raw.and_then(|r| r.parallelism) {
+        None => SnapshotConfig::default_parallelism(),
+        Some(n) if n < 1 || n as usize > MAX_SNAPSHOT_PARALLELISM => {
+            c.err(
+                "snapshot.parallelism",
+                format!("must be between 1 and {MAX_SNAPSHOT_PARALLELISM} (got {n})"),
+            );
+            1
+        }
+        Some(n) => n as usize,
+    };
+    SnapshotConfig { parallelism }
 }
 
 fn sink(c: &mut Checker<'_>, raw: Option<&RawSink>) -> Option<SinkConfig> {

@@ -1,226 +1,334 @@
-//! Copying tables' existing rows (initial snapshot), before streaming.
+//! The copy engine: reads tables' existing rows (initial snapshot, tables
+//! added later, resyncs) unit by unit, several units at once, each reader
+//! with its own sink writer. It runs as a task beside the stream and reports
+//! to the pipeline's loop, which owns the state: a unit is recorded done only
+//! after its rows are durable in the sink.
 //!
-//! Each table is split into units by the source; each finished unit is
-//! recorded in the state, so a crash re-reads only the unfinished ones.
-//! Snapshot rows carry the saved position as their version and are read
-//! after it: a change streamed later has a higher version and wins, while a
-//! change the copy already saw is replayed with the same outcome. So a unit
-//! may be read again after a crash, and a table added later is copied while
-//! its position stays where streaming resumes.
+//! Why a copy may be read at any moment after its version, in any order,
+//! and again after a crash: every copied row carries the version of the
+//! position the copy is consistent with; the stream replays every change
+//! after that position afterwards, with higher versions. See
+//! `source/postgres/copier.rs` for the ranges and docs/architecture.md.
 
-use std::time::Instant;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::progress::CopyProgress;
 use super::retry::Backoff;
-use super::{Pipeline, PipelineError, SNAPSHOT_BATCHES_AHEAD};
+use super::{apply_durably, PipelineError, SNAPSHOT_BATCHES_AHEAD};
 use crate::config::TableName;
 use crate::core::{Classify, ErrorClass, SinkItem};
 use crate::metrics as m;
 use crate::sink::Sink;
-use crate::source::{SnapshotUnit, Source, SourceError, UnitReader};
-use crate::state::{Lifecycle, SnapshotProgress, StateStore};
+use crate::source::{Copier, SnapshotUnit, SourceError, UnitReader};
 
-/// How reading one unit ended.
-enum UnitOutcome {
-    Done {
-        rows: u64,
-    },
-    /// Shutdown came first; the unit is read again on the next run.
-    Interrupted,
-    /// The table was stopped (by the sink or a table-scoped read error).
-    TableStopped,
+/// One table to copy: its plan when one was saved, and the units done.
+#[derive(Debug, Clone)]
+pub(crate) struct TableCopy {
+    pub table: TableName,
+    pub planned: Option<Vec<SnapshotUnit>>,
+    pub done: BTreeSet<String>,
 }
 
-impl<S, K, St> Pipeline<S, K, St>
+/// What the copy task tells the pipeline's loop.
+#[derive(Debug)]
+pub(crate) enum CopyEvent {
+    /// A table was planned (save the plan: a restart reads the same units).
+    Planned {
+        table: TableName,
+        units: Vec<SnapshotUnit>,
+    },
+    /// A unit's rows are durable in the sink.
+    UnitDone {
+        table: TableName,
+        unit: String,
+        rows: u64,
+    },
+    /// The table cannot be copied (read or written); the others go on.
+    TableStopped { table: TableName, reason: String },
+    /// A fatal error: the pipeline stops.
+    Failed(PipelineError),
+}
+
+/// A running copy.
+pub(crate) struct CopyTask {
+    pub events: mpsc::Receiver<CopyEvent>,
+    pub stop: CancellationToken,
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+/// Work shared by the readers.
+struct Shared<C: Copier> {
+    copier: C,
+    at: C::Position,
+    queue: Mutex<VecDeque<SnapshotUnit>>,
+    stopped: Mutex<HashSet<TableName>>,
+    events: mpsc::Sender<CopyEvent>,
+    progress: Arc<CopyProgress>,
+    stop: CancellationToken,
+}
+
+/// Starts copying `tables` at `at`, with one reader per sink writer.
+pub(crate) fn spawn<C, K>(
+    copier: C,
+    writers: Vec<K>,
+    tables: Vec<TableCopy>,
+    at: C::Position,
+    progress: Arc<CopyProgress>,
+    parent: &CancellationToken,
+) -> CopyTask
 where
-    S: Source,
-    K: Sink,
-    St: StateStore,
+    C: Copier,
+    K: Sink + 'static,
 {
-    /// Copies every configured table that still needs it, one after another.
-    pub(super) async fn copy_pending_tables(&mut self) -> Result<(), PipelineError> {
-        let pending: Vec<TableName> = self
-            .opts
-            .tables
+    // Room for every unit's event: readers never wait on the loop.
+    let (tx, rx) = mpsc::channel(1024);
+    let stop = parent.child_token();
+    let shared = Arc::new(Shared {
+        copier,
+        at,
+        queue: Mutex::new(VecDeque::new()),
+        stopped: Mutex::new(HashSet::new()),
+        events: tx,
+        progress,
+        stop: stop.clone(),
+    });
+    let handle = tokio::spawn(run(shared, writers, tables).instrument(tracing::Span::current()));
+    CopyTask {
+        events: rx,
+        stop,
+        handle,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn run<C: Copier, K: Sink + 'static>(
+    shared: Arc<Shared<C>>,
+    writers: Vec<K>,
+    tables: Vec<TableCopy>,
+) {
+    for t in tables {
+        let units = match t.planned {
+            Some(u) => u,
+            None => match plan(&shared, &t.table).await {
+                Some(u) => u,
+                None => continue,
+            },
+        };
+        let todo: Vec<SnapshotUnit> = units
             .iter()
-            .filter(|t| self.state.lifecycle(t).needs_copy())
+            .filter(|u| !t.done.contains(&u.id))
             .cloned()
             .collect();
-        for table in pending {
-            if self.shutdown.is_cancelled() {
-                break;
-            }
-            let span = tracing::info_span!("snapshot", table = %table);
-            self.copy_table(&table).instrument(span).await?;
-        }
-        Ok(())
-    }
-
-    async fn copy_table(&mut self, table: &TableName) -> Result<(), PipelineError> {
-        let mut progress = match self.state.lifecycle(table) {
-            Lifecycle::Snapshotting { progress } | Lifecycle::Resyncing { progress } => progress,
-            _ => SnapshotProgress::default(),
-        };
-        let mut backoff = Backoff::default();
-        let units = loop {
-            match self.source.plan_snapshot(table).await {
-                Ok(u) => break u,
-                Err(e) => self.on_read_error(table, e, &mut backoff).await?,
-            }
-            if !self.state.writes(table) {
-                return Ok(());
-            }
-        };
-        let at = self
-            .state
-            .position
-            .clone()
-            .expect("the position is set at start");
-        let todo: Vec<&SnapshotUnit> = units
-            .iter()
-            .filter(|u| !progress.units_done.contains(&u.id))
-            .collect();
         tracing::info!(
-            version = %at,
+            table = %t.table,
+            version = %shared.at,
             units = units.len(),
             to_read = todo.len(),
-            "snapshot started"
+            "copy started"
         );
-        let started = Instant::now();
-        let rows_before = progress.rows;
-        for unit in todo {
-            match self.copy_unit(unit, &at).await? {
-                UnitOutcome::Done { rows } => {
-                    progress.units_done.insert(unit.id.clone());
-                    progress.rows += rows;
-                    self.state.set_lifecycle(
-                        table,
-                        Lifecycle::Snapshotting {
-                            progress: progress.clone(),
-                        },
-                    );
-                    self.save()?;
-                }
-                UnitOutcome::Interrupted => {
-                    tracing::info!("snapshot interrupted by shutdown; it resumes on the next run");
-                    return Ok(());
-                }
-                UnitOutcome::TableStopped => {
-                    self.save()?;
-                    return Ok(());
+        shared.progress.start(&t.table, &units, &t.done);
+        lock(&shared.queue).extend(todo);
+    }
+    let readers: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(i, sink)| {
+            let shared = shared.clone();
+            let span = tracing::info_span!("reader", n = i);
+            tokio::spawn(read_units(shared, sink).instrument(span))
+        })
+        .collect();
+    for r in readers {
+        if let Err(e) = r.await {
+            let _ = shared
+                .events
+                .send(CopyEvent::Failed(PipelineError::Internal(format!(
+                    "a copy reader failed: {e}"
+                ))))
+                .await;
+        }
+    }
+}
+
+/// Plans a table (retrying transient errors); `None` when it was stopped
+/// or the copy is ending.
+async fn plan<C: Copier>(shared: &Shared<C>, table: &TableName) -> Option<Vec<SnapshotUnit>> {
+    let mut backoff = Backoff::default();
+    loop {
+        match shared.copier.plan(table).await {
+            Ok(units) => {
+                let _ = shared
+                    .events
+                    .send(CopyEvent::Planned {
+                        table: table.clone(),
+                        units: units.clone(),
+                    })
+                    .await;
+                return Some(units);
+            }
+            Err(e) => {
+                if !on_read_error(shared, table, e, &mut backoff).await {
+                    return None;
                 }
             }
         }
-        self.state.set_lifecycle(table, Lifecycle::Streaming);
-        self.save()?;
-        let secs = started.elapsed().as_secs_f64();
-        let rows = progress.rows - rows_before;
-        tracing::info!(
-            rows,
-            seconds = format!("{secs:.1}"),
-            rows_per_sec = format!("{:.0}", rows as f64 / secs.max(1e-9)),
-            "snapshot done"
-        );
-        Ok(())
     }
+}
 
-    /// Reads one unit into the sink; a transient failure reads it again
-    /// from its start (the sink absorbs the rows it already has).
-    async fn copy_unit(
-        &mut self,
-        unit: &SnapshotUnit,
-        at: &S::Position,
-    ) -> Result<UnitOutcome, PipelineError> {
-        let table = &unit.table;
+/// A read error: waits out a transient one (true: try again); stops the
+/// table for a table-scoped one, reports a fatal one (false).
+async fn on_read_error<C: Copier>(
+    shared: &Shared<C>,
+    table: &TableName,
+    e: SourceError,
+    backoff: &mut Backoff,
+) -> bool {
+    match e.class() {
+        ErrorClass::Table(t) => {
+            stop_table(shared, &t, e.to_string()).await;
+            false
+        }
+        _ => match backoff
+            .wait_or_fail(e, &shared.stop, "reading the copy")
+            .await
+        {
+            Ok(()) => !is_stopped(shared, table),
+            Err(e) => {
+                if !shared.stop.is_cancelled() {
+                    let _ = shared.events.send(CopyEvent::Failed(e.into())).await;
+                    shared.stop.cancel();
+                }
+                false
+            }
+        },
+    }
+}
+
+async fn stop_table<C: Copier>(shared: &Shared<C>, table: &TableName, reason: String) {
+    if lock(&shared.stopped).insert(table.clone()) {
+        let _ = shared
+            .events
+            .send(CopyEvent::TableStopped {
+                table: table.clone(),
+                reason,
+            })
+            .await;
+    }
+}
+
+fn is_stopped<C: Copier>(shared: &Shared<C>, table: &TableName) -> bool {
+    lock(&shared.stopped).contains(table)
+}
+
+/// One reader: takes units off the queue until it is empty.
+async fn read_units<C: Copier, K: Sink>(shared: Arc<Shared<C>>, mut sink: K) {
+    loop {
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let Some(unit) = lock(&shared.queue).pop_front() else {
+            return;
+        };
+        if is_stopped(&shared, &unit.table) {
+            continue;
+        }
         let mut backoff = Backoff::default();
         loop {
-            let reader = match self.source.open_unit(unit, at).await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.on_read_error(table, e, &mut backoff).await?;
-                    if !self.state.writes(table) {
-                        return Ok(UnitOutcome::TableStopped);
-                    }
-                    continue;
+            match copy_unit(&shared, &mut sink, &unit).await {
+                Ok(Some(rows)) => {
+                    let _ = shared
+                        .events
+                        .send(CopyEvent::UnitDone {
+                            table: unit.table.clone(),
+                            unit: unit.id.clone(),
+                            rows,
+                        })
+                        .await;
+                    break;
                 }
-            };
-            match self.pump_unit(reader).await? {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => {
-                    self.on_read_error(table, e, &mut backoff).await?;
-                    if !self.state.writes(table) {
-                        return Ok(UnitOutcome::TableStopped);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Inserts a unit's batches while its reader decodes the next ones
-    /// (at most SNAPSHOT_BATCHES_AHEAD ahead). The outer error is the
-    /// sink's or the state's; the inner one the reader's.
-    async fn pump_unit(
-        &mut self,
-        mut reader: S::UnitReader,
-    ) -> Result<Result<UnitOutcome, SourceError>, PipelineError> {
-        let (tx, mut rx) = mpsc::channel(SNAPSHOT_BATCHES_AHEAD);
-        let read = tokio::spawn(
-            async move {
-                while let Some(batch) = reader.next_batch().await? {
-                    if tx.send(batch).await.is_err() {
+                // Stopped, or the copy is ending: the unit is read next time.
+                Ok(None) => break,
+                Err(Failure::Read(e)) => {
+                    if !on_read_error(&shared, &unit.table, e, &mut backoff).await {
                         break;
                     }
                 }
-                Ok::<_, SourceError>(reader.rows())
+                Err(Failure::Write(e)) => {
+                    if !shared.stop.is_cancelled() {
+                        let _ = shared.events.send(CopyEvent::Failed(e)).await;
+                        shared.stop.cancel();
+                    }
+                    return;
+                }
             }
-            .instrument(tracing::Span::current()),
-        );
-        while let Some(batch) = rx.recv().await {
-            if self.shutdown.is_cancelled() {
-                read.abort();
-                return Ok(Ok(UnitOutcome::Interrupted));
-            }
-            let table = batch.shape.table.clone();
-            let rows = batch.batch.num_rows();
-            let mut items = vec![SinkItem::Rows(batch)];
-            if self.apply(&mut items).await? && !self.state.writes(&table) {
-                read.abort();
-                return Ok(Ok(UnitOutcome::TableStopped));
-            }
-            metrics::counter!(m::ROWS_WRITTEN).increment(rows as u64);
-        }
-        match read.await {
-            Ok(Ok(rows)) => Ok(Ok(UnitOutcome::Done { rows })),
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(e) => Err(PipelineError::Internal(format!(
-                "the snapshot reader failed: {e}"
-            ))),
         }
     }
+}
 
-    /// A read error during the copy: transient ones are waited out (`Ok`:
-    /// try again), a table-scoped one stops the table (`Ok`; the caller sees
-    /// it stopped), others end the pipeline.
-    async fn on_read_error(
-        &mut self,
-        table: &TableName,
-        e: SourceError,
-        backoff: &mut Backoff,
-    ) -> Result<(), PipelineError> {
-        match e.class() {
-            ErrorClass::Table(t) => {
-                self.fail_table(&t, e.to_string());
-                if &t != table {
-                    // Not this table's: nothing to retry here.
-                    return Err(e.into());
+enum Failure {
+    Read(SourceError),
+    Write(PipelineError),
+}
+
+/// Reads one unit into the sink, the reader decoding ahead of the inserts
+/// (at most SNAPSHOT_BATCHES_AHEAD batches). `Ok(None)` when the table was
+/// stopped or the copy is ending.
+async fn copy_unit<C: Copier, K: Sink>(
+    shared: &Shared<C>,
+    sink: &mut K,
+    unit: &SnapshotUnit,
+) -> Result<Option<u64>, Failure> {
+    let mut reader = shared
+        .copier
+        .open(unit, &shared.at)
+        .await
+        .map_err(Failure::Read)?;
+    let (tx, mut rx) = mpsc::channel(SNAPSHOT_BATCHES_AHEAD);
+    let read = tokio::spawn(
+        async move {
+            while let Some(batch) = reader.next_batch().await? {
+                if tx.send(batch).await.is_err() {
+                    break;
                 }
-                Ok(())
             }
-            _ => Ok(backoff
-                .wait_or_fail(e, &self.shutdown, "reading the snapshot")
-                .await?),
+            Ok::<_, SourceError>(reader.rows())
         }
+        .instrument(tracing::Span::current()),
+    );
+    while let Some(batch) = rx.recv().await {
+        if shared.stop.is_cancelled() || is_stopped(shared, &unit.table) {
+            read.abort();
+            return Ok(None);
+        }
+        let rows = batch.batch.num_rows() as u64;
+        let mut items = vec![SinkItem::Rows(batch)];
+        let stopped = apply_durably(sink, &mut items, &shared.stop)
+            .await
+            .map_err(|e| Failure::Write(e.into()))?;
+        for (t, reason) in stopped {
+            stop_table(shared, &t, reason).await;
+        }
+        if is_stopped(shared, &unit.table) {
+            read.abort();
+            return Ok(None);
+        }
+        shared.progress.add_rows(&unit.table, rows);
+        metrics::counter!(m::ROWS_WRITTEN).increment(rows);
+    }
+    match read.await {
+        Ok(Ok(rows)) => Ok(Some(rows)),
+        Ok(Err(e)) => Err(Failure::Read(e)),
+        Err(e) if e.is_cancelled() => Ok(None),
+        Err(e) => Err(Failure::Write(PipelineError::Internal(format!(
+            "a copy reader failed: {e}"
+        )))),
     }
 }

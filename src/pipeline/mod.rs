@@ -27,13 +27,17 @@
 
 mod commit;
 mod copy;
+mod driver;
 mod error;
+pub mod progress;
 pub mod retry;
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -41,11 +45,12 @@ use crate::config::TableName;
 use crate::core::change::retain_tables;
 use crate::core::{Classify, ErrorClass, SinkItem};
 use crate::metrics as m;
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 use crate::source::Source;
 use crate::state::{now_micros, sidecar, Lifecycle, PipelineState, StateStore};
 
 pub use error::PipelineError;
+pub use progress::{LogView, ProgressView, TableProgress};
 pub use retry::{retry, Backoff};
 
 /// Flushes in flight between source and sink: enough to overlap decoding
@@ -57,8 +62,17 @@ pub const SNAPSHOT_BATCHES_AHEAD: usize = 2;
 /// the N-th flush and before its state is saved.
 pub const CRASH_AFTER_SINK_WRITE_ENV: &str = "SLUICE_CRASH_AFTER_SINK_WRITE";
 
+/// Requests to a running pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// Copy these tables again (their rows deleted in the source meanwhile
+    /// disappear), then stream them; the other tables keep streaming.
+    Resync(Vec<TableName>),
+}
+
 /// What the pipeline needs besides its three components.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PipelineOptions {
     /// For logs.
     pub name: String,
@@ -71,19 +85,38 @@ pub struct PipelineOptions {
     pub status_file: Option<PathBuf>,
     /// Abort after this many flushes were applied, before saving (crash tests).
     pub crash_after_sink_write: Option<u64>,
+    /// Units a copy reads at once, each with its own sink writer.
+    pub copy_readers: usize,
+    /// Copy the tables and stop, without a stream (`sluice snapshot`).
+    pub copy_only: bool,
+    /// Shows copy progress.
+    pub progress: Arc<dyn ProgressView>,
+}
+
+impl std::fmt::Debug for PipelineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineOptions")
+            .field("name", &self.name)
+            .field("tables", &self.tables)
+            .field("initial_snapshot", &self.initial_snapshot)
+            .field("copy_readers", &self.copy_readers)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Runs the pipeline until `shutdown` is cancelled or a fatal error.
+/// `control` carries requests while it runs (resyncs).
 pub async fn run_pipeline<S, K, St>(
     source: S,
     sink: K,
     store: St,
     opts: PipelineOptions,
+    control: mpsc::Receiver<Control>,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError>
 where
     S: Source,
-    K: Sink,
+    K: Sink + 'static,
     St: StateStore,
 {
     let span = tracing::info_span!("pipeline", name = %opts.name);
@@ -91,11 +124,7 @@ where
         let Some(mut p) = Pipeline::start(source, sink, store, opts, shutdown).await? else {
             return Ok(());
         };
-        p.copy_pending_tables().await?;
-        if p.shutdown.is_cancelled() {
-            return Ok(());
-        }
-        p.stream().await
+        p.drive(control).await
     }
     .instrument(span)
     .await
@@ -115,7 +144,7 @@ pub(crate) struct Pipeline<S: Source, K, St> {
 impl<S, K, St> Pipeline<S, K, St>
 where
     S: Source,
-    K: Sink,
+    K: Sink + 'static,
     St: StateStore,
 {
     /// Loads the state, prepares the source from it, settles every table's
@@ -133,7 +162,19 @@ where
             .and_then(|s| s.position.as_ref().map(|p| (p, &s.identity)));
         let mut backoff = Backoff::default();
         let prepared = loop {
-            match source.prepare(resume).await {
+            let attempt = if opts.copy_only {
+                match resume {
+                    // A resumed copy keeps its version.
+                    Some((p, identity)) => Ok(crate::source::Prepared {
+                        identity: identity.clone(),
+                        start: p.clone(),
+                    }),
+                    None => source.prepare_copy_only().await,
+                }
+            } else {
+                source.prepare(resume).await
+            };
+            match attempt {
                 Ok(p) => break p,
                 Err(e) => {
                     backoff
@@ -204,46 +245,47 @@ where
             .set_lifecycle(table, Lifecycle::Failed { reason, since });
     }
 
-    /// Tables whose changes are written.
-    fn writing_tables(&self) -> Vec<TableName> {
-        self.opts
-            .tables
-            .iter()
-            .filter(|t| self.state.writes(t))
-            .cloned()
-            .collect()
-    }
-
-    /// Applies items durably: transient sink errors are retried with
-    /// backoff; a table the sink cannot write is stopped and the rest is
-    /// applied again (a replay, which sinks absorb). Returns whether any
-    /// table was stopped.
+    /// Applies items durably (see [`apply_durably`]); stops the tables the
+    /// sink could not write. Returns whether any table was stopped.
     async fn apply(&mut self, items: &mut Vec<SinkItem>) -> Result<bool, PipelineError> {
-        let mut backoff = Backoff::default();
-        let mut stopped = false;
-        loop {
-            match self.sink.apply(items).await {
-                Ok(()) => break,
-                Err(e) => match e.class() {
-                    ErrorClass::Table(t) => {
-                        self.fail_table(&t, e.to_string());
-                        retain_tables(items, |x| x != &t);
-                        stopped = true;
-                    }
-                    _ => {
-                        backoff
-                            .wait_or_fail(e, &self.shutdown, "writing to the sink")
-                            .await?
-                    }
-                },
-            }
-        }
-        for (t, reason) in self.sink.take_failed() {
+        let stopped = apply_durably(&mut self.sink, items, &self.shutdown).await?;
+        let any = !stopped.is_empty();
+        for (t, reason) in stopped {
             self.fail_table(&t, reason);
-            stopped = true;
         }
-        Ok(stopped)
+        Ok(any)
     }
+}
+
+/// Applies items so that they are durable: transient sink errors are
+/// retried with backoff (until `shutdown`); a table the sink cannot write
+/// is dropped from the items and the rest applied again (a replay, which
+/// sinks absorb). Returns the tables the sink stopped, with the reason.
+pub(crate) async fn apply_durably<K: Sink>(
+    sink: &mut K,
+    items: &mut Vec<SinkItem>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<(TableName, String)>, SinkError> {
+    let mut backoff = Backoff::default();
+    let mut stopped = Vec::new();
+    loop {
+        match sink.apply(items).await {
+            Ok(()) => break,
+            Err(e) => match e.class() {
+                ErrorClass::Table(t) => {
+                    retain_tables(items, |x| x != &t);
+                    stopped.push((t, e.to_string()));
+                }
+                _ => {
+                    backoff
+                        .wait_or_fail(e, shutdown, "writing to the sink")
+                        .await?
+                }
+            },
+        }
+    }
+    stopped.extend(sink.take_failed());
+    Ok(stopped)
 }
 
 /// Runs blocking I/O (a state save) without stalling the runtime's other

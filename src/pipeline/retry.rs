@@ -62,6 +62,15 @@ impl Backoff {
 }
 
 impl Backoff {
+    /// For a loop that cannot sleep here: logs and counts the retry of a
+    /// transient error and returns how long to wait before trying again.
+    pub fn schedule<E: Classify>(&mut self, e: &E, what: &str) -> Duration {
+        let delay = self.next_delay();
+        tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
+        metrics::counter!(m::RETRIES, "what" => what.to_string()).increment(1);
+        delay
+    }
+
     /// The retry decision for one failed attempt: a transient error is
     /// logged and waited out (`Ok`: try again); anything else, or shutdown,
     /// hands the error back. `what` names the attempt in logs

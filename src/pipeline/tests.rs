@@ -16,7 +16,7 @@ use crate::core::meta::{batch_schema, MetaBuilder, RowMeta, LSN, OP_INSERT, OP_R
 use crate::core::position::SourceIdentity;
 use crate::core::{ColumnInfo, Flush, LogicalType, TableBatch, TableShape};
 use crate::sink::memory::{MemorySink, MemorySinkHandle};
-use crate::source::{ChangeStream, Prepared, SnapshotUnit, SourceError, UnitReader};
+use crate::source::{ChangeStream, Copier, Prepared, SnapshotUnit, SourceError, UnitReader};
 use crate::state::memory::{MemoryStore, MemoryStoreHandle};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -118,22 +118,18 @@ struct ScriptedUnit {
     rows: u64,
 }
 
-impl Source for ScriptedSource {
+/// The scripted source's copier: units per table as scripted.
+#[derive(Clone)]
+struct ScriptedCopier {
+    units: Vec<(String, Vec<i64>)>,
+    log: Log,
+}
+
+impl Copier for ScriptedCopier {
     type Position = u64;
-    type Stream = ScriptedStream;
-    type UnitReader = ScriptedUnit;
+    type Reader = ScriptedUnit;
 
-    async fn prepare(
-        &mut self,
-        saved: Option<(&u64, &SourceIdentity)>,
-    ) -> Result<Prepared<u64>, SourceError> {
-        Ok(Prepared {
-            identity: [("source".to_string(), "script".to_string())].into(),
-            start: saved.map(|(p, _)| *p).unwrap_or(0),
-        })
-    }
-
-    async fn plan_snapshot(&mut self, t: &TableName) -> Result<Vec<SnapshotUnit>, SourceError> {
+    async fn plan(&self, t: &TableName) -> Result<Vec<SnapshotUnit>, SourceError> {
         Ok(self
             .units
             .iter()
@@ -145,12 +141,11 @@ impl Source for ScriptedSource {
             .collect())
     }
 
-    async fn open_unit(
-        &mut self,
-        unit: &SnapshotUnit,
-        at: &u64,
-    ) -> Result<ScriptedUnit, SourceError> {
-        push(&self.log, format!("open {} {}", unit.table.name, unit.id));
+    async fn open(&self, unit: &SnapshotUnit, at: &u64) -> Result<ScriptedUnit, SourceError> {
+        push(
+            &self.log,
+            format!("open {} {} at {at}", unit.table.name, unit.id),
+        );
         let ids = &self.units.iter().find(|(id, _)| *id == unit.id).unwrap().1;
         let SinkItem::Rows(batch) = rows(&unit.table.name, ids, *at, OP_READ) else {
             unreachable!()
@@ -159,6 +154,40 @@ impl Source for ScriptedSource {
             rows: ids.len() as u64,
             batch: Some(batch),
         })
+    }
+
+    fn version(&self, at: &u64) -> u64 {
+        *at
+    }
+}
+
+impl Source for ScriptedSource {
+    type Position = u64;
+    type Stream = ScriptedStream;
+    type Copier = ScriptedCopier;
+
+    async fn prepare(
+        &mut self,
+        saved: Option<(&u64, &SourceIdentity)>,
+    ) -> Result<Prepared<u64>, SourceError> {
+        Ok(Prepared {
+            identity: [("source".to_string(), "script".to_string())].into(),
+            start: saved.map(|(p, _)| *p).unwrap_or(0),
+        })
+    }
+
+    async fn prepare_copy_only(&mut self) -> Result<Prepared<u64>, SourceError> {
+        Ok(Prepared {
+            identity: [("mode".to_string(), "snapshot".to_string())].into(),
+            start: 7,
+        })
+    }
+
+    fn copier(&self) -> ScriptedCopier {
+        ScriptedCopier {
+            units: self.units.clone(),
+            log: self.log.clone(),
+        }
     }
 
     async fn start_stream(
@@ -258,6 +287,9 @@ fn options(tables: &[&str], initial_snapshot: bool) -> PipelineOptions {
         initial_snapshot,
         status_file: None,
         crash_after_sink_write: None,
+        copy_readers: 2,
+        copy_only: false,
+        progress: Arc::new(LogView),
     }
 }
 
@@ -270,6 +302,19 @@ async fn run_until(
     opts: PipelineOptions,
     log: &Log,
     until: u64,
+) -> Result<(), PipelineError> {
+    let (_control, rx) = mpsc::channel(1);
+    run_until_with(source, sink, store, opts, log, until, rx).await
+}
+
+async fn run_until_with(
+    source: ScriptedSource,
+    sink: MemorySink,
+    store: MemoryStore,
+    opts: PipelineOptions,
+    log: &Log,
+    until: u64,
+    control: mpsc::Receiver<Control>,
 ) -> Result<(), PipelineError> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -284,7 +329,7 @@ async fn run_until(
         }
         stop.cancel();
     });
-    let r = run_pipeline(source, sink, store, opts, shutdown).await;
+    let r = run_pipeline(source, sink, store, opts, control, shutdown).await;
     watcher.abort();
     r
 }
@@ -484,22 +529,26 @@ async fn an_unreadable_table_stops_only_that_table() {
 
 #[tokio::test]
 async fn the_snapshot_resumes_with_the_unfinished_units_only() {
-    // A crashed earlier run finished unit u1 of table a.
-    let (store_seed, seed_handle) = MemoryStore::new();
+    // A crashed earlier run planned table a as u1, u2 and finished u1.
+    let (mut store_seed, seed_handle) = MemoryStore::new();
     let mut seed = PipelineState::<u64>::new(
         [("source".to_string(), "script".to_string())].into(),
         Some(5),
     );
+    let planned = |id: &str| crate::state::PlannedUnit {
+        id: id.into(),
+        estimated_rows: None,
+    };
     seed.set_lifecycle(
         &table("a"),
         Lifecycle::Snapshotting {
             progress: crate::state::SnapshotProgress {
+                units: vec![planned("u1"), planned("u2")],
                 units_done: ["u1".to_string()].into(),
                 rows: 2,
             },
         },
     );
-    let mut store_seed = store_seed;
     store_seed.save(&seed).unwrap();
 
     let (h, sink, store) = harness(Some(&seed_handle));
@@ -513,18 +562,123 @@ async fn the_snapshot_resumes_with_the_unfinished_units_only() {
         .unwrap();
     let log = h.log.lock().unwrap().clone();
     assert!(
-        !log.contains(&"open a u1".to_string()),
+        !log.contains(&"open a u1 at 5".to_string()),
         "u1 was done: {log:?}"
     );
-    assert!(log.contains(&"open a u2".to_string()));
-    assert!(log.contains(&"open b u1".to_string()) && log.contains(&"open b u2".to_string()));
-    // The copy comes before the stream, and the stream starts where the copy's rows are consistent.
-    assert!(position_of(&log, "open b u2") < position_of(&log, "stream from 5 tables a,b"));
-    assert_eq!(h.sink.rows_of(&table("a")), 3 + 1);
+    assert!(log.contains(&"open a u2 at 5".to_string()), "{log:?}");
+    assert!(
+        log.contains(&"open b u1 at 5".to_string()) && log.contains(&"open b u2 at 5".to_string())
+    );
+    // Every table needed copying: nothing streamed until the copies were
+    // done, then the stream starts where the copies' rows are consistent.
+    let stream = position_of(&log, "stream from 5 tables a,b");
+    for unit in ["open a u2 at 5", "open b u1 at 5", "open b u2 at 5"] {
+        assert!(position_of(&log, unit) < stream, "{log:?}");
+    }
+    assert_eq!(h.sink.rows_of(&table("a")), 3 + 1, "{log:?}");
     assert_eq!(h.sink.rows_of(&table("b")), 5);
+    let mut finished = h.sink.finished_copies();
+    finished.sort();
+    assert_eq!(finished, vec![(table("a"), 5), (table("b"), 5)]);
     let state: PipelineState<u64> = h.store.state().unwrap();
     assert_eq!(state.lifecycle(&table("a")), Lifecycle::Streaming);
     assert_eq!(state.lifecycle(&table("b")), Lifecycle::Streaming);
+}
+
+#[tokio::test]
+async fn a_resync_copies_while_the_others_stream_then_replays_from_the_held_position() {
+    let (h, sink, store) = harness(None);
+    // a and b stream; then b is resynced while changes keep coming.
+    let script: Vec<Flush<u64>> = (1..=6u64)
+        .map(|i| {
+            let id = [i as i64];
+            flush(
+                vec![
+                    rows("a", &id, i * 10, OP_INSERT),
+                    rows("b", &id, i * 10, OP_INSERT),
+                ],
+                i * 10,
+            )
+        })
+        .collect();
+    let mut source = ScriptedSource::new(script, &h.log);
+    source.units = vec![("u1".into(), vec![100, 101])];
+    let (control, rx) = mpsc::channel(4);
+    let log = h.log.clone();
+    let requester = tokio::spawn(async move {
+        // Once the first session acknowledged 60, ask for the resync.
+        for _ in 0..500 {
+            if log.lock().unwrap().contains(&"ack 60".to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        control
+            .send(Control::Resync(vec![table("b")]))
+            .await
+            .unwrap();
+        control
+    });
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let watch_log = h.log.clone();
+    let watcher = tokio::spawn(async move {
+        for _ in 0..1000 {
+            // The replay session started, with b in it.
+            if watch_log
+                .lock()
+                .unwrap()
+                .contains(&"stream from 60 tables a,b".to_string())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+    });
+    run_pipeline(
+        source,
+        sink,
+        store,
+        options(&["a", "b"], false),
+        rx,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    watcher.abort();
+    let _ = requester.await;
+    let log = h.log.lock().unwrap().clone();
+    // The copy of b is read at the saved position, then rows b never got
+    // from the copy are removed, then the stream restarts from the same
+    // position with b in it.
+    let open = position_of(&log, "open b u1 at 60");
+    let replay = position_of(&log, "stream from 60 tables a,b");
+    assert!(open < replay, "{log:?}");
+    assert_eq!(h.sink.finished_copies(), vec![(table("b"), 60)]);
+    let state: PipelineState<u64> = h.store.state().unwrap();
+    assert_eq!(state.lifecycle(&table("b")), Lifecycle::Streaming);
+    assert_eq!(state.position, Some(60));
+    // b got its 6 streamed rows, then the 2 copied, and nothing was lost.
+    assert_eq!(h.sink.rows_of(&table("b")), 6 + 2);
+}
+
+#[tokio::test]
+async fn copy_only_copies_and_stops_without_a_stream() {
+    let (h, sink, store) = harness(None);
+    let mut source = ScriptedSource::new(Vec::new(), &h.log);
+    source.units = vec![("u1".into(), vec![1, 2, 3])];
+    let mut opts = options(&["a"], true);
+    opts.copy_only = true;
+    let (_control, rx) = mpsc::channel(1);
+    run_pipeline(source, sink, store, opts, rx, CancellationToken::new())
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    assert!(log.contains(&"open a u1 at 7".to_string()), "{log:?}");
+    assert!(!log.iter().any(|e| e.starts_with("stream")), "{log:?}");
+    assert_eq!(h.sink.rows_of(&table("a")), 3);
+    assert_eq!(h.sink.finished_copies(), vec![(table("a"), 7)]);
 }
 
 #[test]

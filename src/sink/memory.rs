@@ -22,6 +22,8 @@ struct Inner {
     newly_failed: Vec<(TableName, String)>,
     /// The next this-many `apply` calls fail transiently.
     transient_failures: u32,
+    /// `finish_copy` calls, in order.
+    finished_copies: Vec<(TableName, u64)>,
     hook: Option<ApplyHook>,
 }
 
@@ -63,6 +65,11 @@ impl MemorySinkHandle {
             .filter(|i| matches!(i, SinkItem::Rows(b) if &b.shape.table == table))
             .map(SinkItem::rows)
             .sum()
+    }
+
+    /// The `finish_copy` calls so far: (table, version).
+    pub fn finished_copies(&self) -> Vec<(TableName, u64)> {
+        self.lock().finished_copies.clone()
     }
 
     /// The sink will stop `table` (as for an incompatible schema change) the
@@ -119,6 +126,20 @@ impl Sink for MemorySink {
 
     fn take_failed(&mut self) -> Vec<(TableName, String)> {
         std::mem::take(&mut self.inner.lock().newly_failed)
+    }
+
+    async fn finish_copy(&mut self, table: &TableName, version: u64) -> Result<(), SinkError> {
+        self.inner
+            .lock()
+            .finished_copies
+            .push((table.clone(), version));
+        Ok(())
+    }
+
+    fn fork(&self) -> Self {
+        MemorySink {
+            inner: self.inner.clone(),
+        }
     }
 
     async fn healthcheck(&self) -> Report {

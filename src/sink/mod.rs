@@ -44,6 +44,23 @@ pub trait Sink: Send {
     /// Tables the sink stopped since the last call, with the reason.
     fn take_failed(&mut self) -> Vec<(TableName, String)>;
 
+    /// A copy of a table finished: every row of `table` it did not write
+    /// whose `_version` is below `version` no longer exists in the source
+    /// (it was deleted while the table was stopped or stale): remove it.
+    /// Returns once durable. Rows at or above `version` stay.
+    fn finish_copy(
+        &mut self,
+        table: &TableName,
+        version: u64,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Another writer to the same (opened) destination, for writing in
+    /// parallel with this one (snapshot workers). Shares what the sink has
+    /// learnt (server capabilities, stopped tables).
+    fn fork(&self) -> Self
+    where
+        Self: Sized;
+
     /// Checks reachability, credentials and permissions without changing
     /// anything (`sluice check`).
     fn healthcheck(&self) -> impl Future<Output = Report> + Send;

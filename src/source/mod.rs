@@ -52,7 +52,7 @@ pub struct SnapshotUnit {
 pub trait Source: Send + 'static {
     type Position: Position;
     type Stream: ChangeStream<Position = Self::Position>;
-    type UnitReader: UnitReader;
+    type Copier: Copier<Position = Self::Position>;
 
     /// Checks a saved position against the upstream (the same server, the
     /// same slot, nothing skipped) and prepares what streaming needs
@@ -63,19 +63,19 @@ pub trait Source: Send + 'static {
         saved: Option<(&Self::Position, &SourceIdentity)>,
     ) -> impl Future<Output = Result<Prepared<Self::Position>, SourceError>> + Send;
 
-    /// Splits one table's snapshot into units.
-    fn plan_snapshot(
+    /// For a copy with no stream after it (`sluice snapshot`): where a copy
+    /// made now is consistent, without preparing anything for streaming.
+    fn prepare_copy_only(
         &mut self,
-        table: &TableName,
-    ) -> impl Future<Output = Result<Vec<SnapshotUnit>, SourceError>> + Send;
+    ) -> impl Future<Output = Result<Prepared<Self::Position>, SourceError>> + Send;
 
-    /// Starts reading one unit. Its rows carry `at` as their version: the
-    /// stream position they are consistent with.
-    fn open_unit(
-        &mut self,
-        unit: &SnapshotUnit,
-        at: &Self::Position,
-    ) -> impl Future<Output = Result<Self::UnitReader, SourceError>> + Send;
+    /// What copies tables' existing rows (snapshots, resyncs); usable from
+    /// several tasks at once, while the stream runs.
+    fn copier(&self) -> Self::Copier;
+
+    /// The copies that needed what `prepare` set up for them (PostgreSQL: the
+    /// new slot's exported snapshot) are done; release it.
+    fn release_snapshot(&mut self) {}
 
     /// Starts streaming the changes of `tables` after `from`.
     fn start_stream(
@@ -87,6 +87,33 @@ pub trait Source: Send + 'static {
     /// Checks reachability, settings and permissions without changing
     /// anything (`sluice check`).
     fn healthcheck(&self) -> impl Future<Output = Report> + Send;
+}
+
+/// Copies tables' existing rows, split into units that are read (and
+/// retried, and recorded as done) on their own, several at a time.
+pub trait Copier: Clone + Send + Sync + 'static {
+    type Position: Position;
+    type Reader: UnitReader;
+
+    /// Splits one table into units. Their ids are saved and handed back to
+    /// [`Copier::open`] after a restart, so they must describe the unit
+    /// (not depend on the planning run).
+    fn plan(
+        &self,
+        table: &TableName,
+    ) -> impl Future<Output = Result<Vec<SnapshotUnit>, SourceError>> + Send;
+
+    /// Starts reading one unit. Its rows carry [`Copier::version`]`(at)`:
+    /// the stream position they are consistent with.
+    fn open(
+        &self,
+        unit: &SnapshotUnit,
+        at: &Self::Position,
+    ) -> impl Future<Output = Result<Self::Reader, SourceError>> + Send;
+
+    /// The `_version` of rows copied at `at`. Rows a finished copy did not
+    /// write and that are older than this are gone from the source.
+    fn version(&self, at: &Self::Position) -> u64;
 }
 
 /// Reads one snapshot unit as batches.

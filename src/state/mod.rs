@@ -72,13 +72,35 @@ pub enum Lifecycle {
     Resyncing { progress: SnapshotProgress },
 }
 
-/// Which snapshot units of a table are done, and how many rows they held.
+/// A table's copy: the units it was planned as (kept, so a restart reads
+/// the same units), which are done, and how many rows they held.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotProgress {
+    #[serde(default)]
+    pub units: Vec<PlannedUnit>,
     #[serde(default)]
     pub units_done: BTreeSet<String>,
     #[serde(default)]
     pub rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedUnit {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_rows: Option<u64>,
+}
+
+impl SnapshotProgress {
+    /// Rows the source estimated for the whole table, if it could.
+    pub fn estimated_rows(&self) -> Option<u64> {
+        self.units.iter().map(|u| u.estimated_rows).sum()
+    }
+
+    /// Every planned unit is done.
+    pub fn complete(&self) -> bool {
+        !self.units.is_empty() && self.units.iter().all(|u| self.units_done.contains(&u.id))
+    }
 }
 
 impl Lifecycle {
@@ -109,13 +131,20 @@ impl Lifecycle {
 impl fmt::Display for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Lifecycle::Snapshotting { progress } | Lifecycle::Resyncing { progress } => write!(
-                f,
-                "{} ({} units done, {} rows)",
-                self.name(),
-                progress.units_done.len(),
-                progress.rows
-            ),
+            Lifecycle::Snapshotting { progress } | Lifecycle::Resyncing { progress } => {
+                write!(
+                    f,
+                    "{} ({} of {} units done, {} rows",
+                    self.name(),
+                    progress.units_done.len(),
+                    progress.units.len(),
+                    progress.rows
+                )?;
+                match progress.estimated_rows() {
+                    Some(e) => write!(f, " of about {e})"),
+                    None => f.write_str(")"),
+                }
+            }
             Lifecycle::Failed { reason, since } => match since {
                 Some(p) => write!(f, "failed since {p}: {reason}"),
                 None => write!(f, "failed: {reason}"),

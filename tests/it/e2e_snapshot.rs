@@ -63,7 +63,7 @@ async fn existing_rows_then_changes_arrive() {
     .await;
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
     let log = p.last_log();
-    assert!(log.contains("snapshot done"), "{log}");
+    assert!(log.contains("copy done"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +88,7 @@ async fn crash_during_the_snapshot_is_survived() {
     first.kill().unwrap();
     let _ = first.wait();
     assert!(
-        !p.log(1).contains("snapshot done"),
+        !p.log(1).contains("copy done"),
         "killed before the copy finished"
     );
     // Changes while sluice is down.
@@ -106,7 +106,7 @@ async fn crash_during_the_snapshot_is_survived() {
     )
     .await;
     assert_eq!(rows.len(), 299_000);
-    assert!(p.last_log().contains("snapshot done"));
+    assert!(p.last_log().contains("copy done"));
     assert!(terminate(&mut second, Duration::from_secs(30)).success());
 }
 
@@ -171,7 +171,7 @@ async fn table_added_later_is_copied() {
     .await;
     let log = p.last_log();
     assert!(
-        log.contains("table=public.later") && log.contains("snapshot done"),
+        log.contains("table=public.later") && log.contains("copy done"),
         "{log}"
     );
     assert!(terminate(&mut again, Duration::from_secs(30)).success());

@@ -460,6 +460,70 @@ impl Sink for ClickHouseSink {
         std::mem::take(&mut self.newly_failed)
     }
 
+    async fn finish_copy(&mut self, table: &TableName, version: u64) -> Result<(), SinkError> {
+        if self.failed.contains_key(table) {
+            return Ok(());
+        }
+        let target = self.target(table);
+        let existing = self.existing_columns(table).await?;
+        if existing.is_empty() {
+            return Ok(());
+        }
+        let engine = self
+            .fetch(
+                &format!(
+                    "SELECT engine FROM system.tables WHERE database = {} AND name = {}",
+                    quote_ch_string(&self.cfg.database),
+                    quote_ch_string(&self.cfg.target_table(table))
+                ),
+                "TabSeparated",
+            )
+            .await?;
+        if !String::from_utf8_lossy(&engine).starts_with("ReplacingMergeTree") {
+            tracing::warn!(table = %table, "the ClickHouse table is not a ReplacingMergeTree (append_only): rows deleted in the source before this copy are not removed from it");
+            return Ok(());
+        }
+        let stale = format!(
+            "FROM {target} FINAL WHERE {v} < {version} AND {d} = 0",
+            v = quote_ch_ident(meta::VERSION),
+            d = quote_ch_ident(meta::IS_DELETED),
+        );
+        let count = self
+            .fetch(&format!("SELECT count() {stale}"), "TabSeparated")
+            .await?;
+        let count: u64 = String::from_utf8_lossy(&count).trim().parse().unwrap_or(0);
+        if count == 0 {
+            return Ok(());
+        }
+        // Each stale row is written again as deleted, at the copy's version:
+        // it loses to any later change of its key.
+        let mut replace = vec![
+            format!("toUInt64({version}) AS {}", quote_ch_ident(meta::VERSION)),
+            format!("toUInt8(1) AS {}", quote_ch_ident(meta::IS_DELETED)),
+        ];
+        if existing.iter().any(|c| c.name == ddl::SYNCED_AT) {
+            replace.push(format!("now64(6) AS {}", quote_ch_ident(ddl::SYNCED_AT)));
+        }
+        let sql = format!(
+            "INSERT INTO {target} SELECT * REPLACE ({}) {stale}",
+            replace.join(", ")
+        );
+        self.exec(&sql).await?;
+        tracing::info!(table = %table, rows = count, "removed rows the copy did not find in the source (deleted while the table was stopped or stale)");
+        Ok(())
+    }
+
+    fn fork(&self) -> Self {
+        ClickHouseSink {
+            cfg: self.cfg.clone(),
+            client: client(&self.cfg),
+            caps: self.caps,
+            tables: HashMap::new(),
+            failed: self.failed.clone(),
+            newly_failed: Vec::new(),
+        }
+    }
+
     async fn healthcheck(&self) -> Report {
         super::health::healthcheck(&self.cfg).await
     }

@@ -198,6 +198,35 @@ pub async fn table_info(c: &Client, t: &TableName) -> Result<Option<TableInfo>, 
     }))
 }
 
+/// How big a table is, from `pg_class` (estimates, for planning).
+#[derive(Debug, Clone, Copy)]
+pub struct TableSize {
+    /// A plain table with storage of its own (not a partitioned parent).
+    pub plain: bool,
+    /// Pages on disk now.
+    pub blocks: u64,
+    /// `reltuples`: negative when never analyzed.
+    pub rows: f64,
+}
+
+pub async fn table_size(c: &Client, t: &TableName) -> Result<Option<TableSize>, SourceError> {
+    let row = c
+        .query_opt(
+            "SELECT c.relkind = 'r',
+                    (pg_relation_size(c.oid) / current_setting('block_size')::int8),
+                    c.reltuples::float8
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&t.schema, &t.name],
+        )
+        .await?;
+    Ok(row.map(|r| TableSize {
+        plain: r.get(0),
+        blocks: r.get::<_, i64>(1).max(0) as u64,
+        rows: r.get(2),
+    }))
+}
+
 #[derive(Debug, Clone)]
 pub struct PublicationInfo {
     pub all_tables: bool,
@@ -317,9 +346,14 @@ pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceErro
     }))
 }
 
+/// The server's current WAL position (on a standby: what it replayed).
 pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
     let row = c
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                         ELSE pg_current_wal_lsn() END::text",
+            &[],
+        )
         .await?;
     row.get::<_, String>(0)
         .parse()

@@ -21,6 +21,7 @@ pub mod assembler;
 pub mod builder;
 pub mod catalog;
 mod check;
+pub mod copier;
 pub mod copy_binary;
 pub mod lsn;
 pub mod pgoutput;
@@ -35,17 +36,15 @@ pub mod wire;
 
 use std::path::PathBuf;
 
-use tokio_postgres::Client;
-
+use self::copier::PgCopier;
 use self::lsn::Lsn;
 use self::replication::{ReplicationConnection, SlotSnapshot};
-use self::snapshot::SnapshotReader;
+use self::snapshot::BatchLimits;
 use self::stream::{Session, SessionOptions};
-use self::types::TypeCache;
 use crate::config::{BatchConfig, PostgresSourceConfig, TableName};
 use crate::core::health::Report;
 use crate::core::position::SourceIdentity;
-use crate::source::{Prepared, SnapshotUnit, Source};
+use crate::source::{Prepared, Source};
 
 pub use crate::source::error::{PgServerError, SourceError};
 
@@ -53,17 +52,28 @@ pub use crate::source::error::{PgServerError, SourceError};
 pub const IDENTITY_SYSTEM_ID: &str = "system_id";
 pub const IDENTITY_SLOT: &str = "slot";
 
-/// The id of the one unit a table's snapshot has today.
-const WHOLE_TABLE_UNIT: &str = "all";
+/// Snapshot batches are capped at this fraction of `batch.max_bytes` per
+/// reader, so parallel readers stay within the configured memory.
+const DEFAULT_COPY_READERS: usize = 4;
 
 /// PostgreSQL logical replication through one slot and one publication.
 pub struct PgSource {
     cfg: PostgresSourceConfig,
     batch: BatchConfig,
     spill_dir: PathBuf,
-    /// For snapshot reads; opened on first use.
-    catalog: Option<Client>,
-    types: TypeCache,
+    /// Parallel readers of a copy (for planning ranges and memory).
+    copy_readers: usize,
+    /// The replication connection that created a new slot with an exported
+    /// snapshot, kept idle (which keeps the snapshot valid) until the
+    /// initial copies are done.
+    exporter: Option<Exporter>,
+}
+
+/// Holds a new slot's exported snapshot open: the connection that made it,
+/// kept idle (a mutex only makes the source shareable; it is never locked).
+struct Exporter {
+    _connection: std::sync::Mutex<ReplicationConnection>,
+    snapshot: String,
 }
 
 impl PgSource {
@@ -73,20 +83,19 @@ impl PgSource {
             cfg,
             batch,
             spill_dir,
-            catalog: None,
-            types: TypeCache::new(),
+            copy_readers: DEFAULT_COPY_READERS,
+            exporter: None,
         }
+    }
+
+    /// How many units a copy reads at once (plans ranges for that many).
+    pub fn with_copy_readers(mut self, readers: usize) -> Self {
+        self.copy_readers = readers.max(1);
+        self
     }
 
     pub fn config(&self) -> &PostgresSourceConfig {
         &self.cfg
-    }
-
-    async fn catalog(&mut self) -> Result<&Client, SourceError> {
-        if self.catalog.as_ref().is_none_or(Client::is_closed) {
-            self.catalog = Some(catalog::connect(&self.cfg.conn).await?);
-        }
-        Ok(self.catalog.as_ref().expect("connected above"))
     }
 
     /// A session for `sluice tail`: creates publication and slot as
@@ -136,7 +145,7 @@ impl PgSource {
 impl Source for PgSource {
     type Position = Lsn;
     type Stream = Session;
-    type UnitReader = SnapshotReader;
+    type Copier = PgCopier;
 
     async fn prepare(
         &mut self,
@@ -163,15 +172,31 @@ impl Source for PgSource {
                 *position
             }
             None => {
-                let created = setup::ensure_publication_and_slot(
-                    &self.cfg,
-                    &client,
-                    &mut repl,
-                    SlotSnapshot::NoExport,
-                )
-                .await?;
+                // A new slot exports its snapshot for the initial copy: read
+                // there, no streamed change is older than a copied row.
+                let export = if self.cfg.initial_snapshot {
+                    SlotSnapshot::Export
+                } else {
+                    SlotSnapshot::NoExport
+                };
+                let created =
+                    setup::ensure_publication_and_slot(&self.cfg, &client, &mut repl, export)
+                        .await?;
                 match created {
-                    Some(slot) => slot.consistent_point,
+                    Some(slot) => {
+                        if let Some(name) = slot.snapshot_name {
+                            tracing::info!(snapshot = %name, "the initial copy reads at the new slot's exported snapshot");
+                            self.exporter = Some(Exporter {
+                                _connection: std::sync::Mutex::new(repl),
+                                snapshot: name,
+                            });
+                            return Ok(Prepared {
+                                identity,
+                                start: slot.consistent_point,
+                            });
+                        }
+                        slot.consistent_point
+                    }
                     None => catalog::slot(&client, &self.cfg.slot)
                         .await?
                         .and_then(|s| s.confirmed_flush_lsn)
@@ -186,32 +211,28 @@ impl Source for PgSource {
         })
     }
 
-    async fn plan_snapshot(&mut self, table: &TableName) -> Result<Vec<SnapshotUnit>, SourceError> {
-        Ok(vec![SnapshotUnit {
-            table: table.clone(),
-            id: WHOLE_TABLE_UNIT.to_string(),
-            estimated_rows: None,
-        }])
+    async fn prepare_copy_only(&mut self) -> Result<Prepared<Lsn>, SourceError> {
+        let client = catalog::connect(&self.cfg.conn).await?;
+        let position = catalog::current_wal_lsn(&client).await?;
+        Ok(Prepared {
+            identity: [("mode".to_string(), "snapshot".to_string())].into(),
+            start: position,
+        })
     }
 
-    async fn open_unit(
-        &mut self,
-        unit: &SnapshotUnit,
-        at: &Lsn,
-    ) -> Result<SnapshotReader, SourceError> {
-        let options = setup::type_options(&self.cfg);
-        let max_rows = self.batch.max_rows;
-        self.catalog().await?;
-        let client = self.catalog.as_ref().expect("connected above");
-        SnapshotReader::start(
-            client,
-            &unit.table,
-            &mut self.types,
-            &options,
-            *at,
-            max_rows,
-        )
-        .await
+    fn copier(&self) -> PgCopier {
+        let limits = BatchLimits {
+            max_rows: self.batch.max_rows,
+            max_bytes: (self.batch.max_bytes as usize / self.copy_readers).max(1 << 20),
+        };
+        let snapshot = self.exporter.as_ref().map(|e| e.snapshot.clone());
+        PgCopier::new(self.cfg.clone(), limits, self.copy_readers, snapshot)
+    }
+
+    fn release_snapshot(&mut self) {
+        if self.exporter.take().is_some() {
+            tracing::debug!("initial copy done: released the exported snapshot");
+        }
     }
 
     async fn start_stream(

@@ -1,11 +1,6 @@
-//! Initial snapshot: each table read with `COPY (SELECT ...) TO STDOUT
-//! (FORMAT binary)` and decoded straight into Arrow batches (op 'r').
-//!
-//! Snapshot rows carry the stream position the pipeline resumes from as
-//! their version, and are read after it: a change streamed later has a
-//! higher version and wins, while a change the COPY already saw is replayed
-//! with the same outcome. So a snapshot may be repeated after a crash, and a
-//! table added later is copied while streaming goes on.
+//! Reading one snapshot unit: `COPY (SELECT ... [WHERE ctid range]) TO
+//! STDOUT (FORMAT binary)` decoded straight into Arrow batches (op 'r').
+//! Planning the units and handing out connections is `copier.rs`'s job.
 
 use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,27 +19,56 @@ use crate::core::meta::{RowMeta, OP_READ};
 use crate::core::TableBatch;
 use crate::source::{SourceError, UnitReader};
 
-/// Streams one table's rows as batches of at most `max_rows`.
+/// A block range of a table: `ctid >= (start,0) AND ctid < (end,0)`
+/// (`end` None: to the end of the table, rows added since planning included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtidRange {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+impl CtidRange {
+    fn predicate(&self) -> String {
+        let mut p = format!("ctid >= '({},0)'::tid", self.start);
+        if let Some(end) = self.end {
+            p.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+        }
+        p
+    }
+}
+
+/// How large a batch of snapshot rows may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+}
+
+/// Streams one unit's rows as batches within [`BatchLimits`].
 pub struct SnapshotReader {
     table: TableName,
     stream: Pin<Box<CopyOutStream>>,
     decoder: CopyBinaryDecoder,
     builder: TableBuilder,
     meta: RowMeta,
-    max_rows: usize,
+    limits: BatchLimits,
     done: bool,
+    /// Returned to its pool once the COPY ended cleanly.
+    lease: Option<super::copier::Lease>,
 }
 
 impl SnapshotReader {
-    /// Looks the table up, then starts its COPY. `version` is the stream
-    /// position the pipeline resumes from.
+    /// Looks the table up, then starts the COPY of `range` (all of it when
+    /// `None`). Rows carry `version`: the stream position they are
+    /// consistent with.
     pub async fn start(
         client: &Client,
         table: &TableName,
+        range: Option<CtidRange>,
         types: &mut TypeCache,
         options: &TypeOptions,
         version: Lsn,
-        max_rows: usize,
+        limits: BatchLimits,
     ) -> Result<SnapshotReader, SourceError> {
         let TableDescription {
             names,
@@ -73,8 +97,11 @@ impl SnapshotReader {
                 }
             }
         }
+        let filter = range
+            .map(|r| format!(" WHERE {}", r.predicate()))
+            .unwrap_or_default();
         let sql = format!(
-            "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT binary)",
             select.join(", "),
             table.quoted()
         );
@@ -94,9 +121,19 @@ impl SnapshotReader {
                 version: version.0,
                 commit_ts: now,
             },
-            max_rows: max_rows.max(1),
+            limits: BatchLimits {
+                max_rows: limits.max_rows.max(1),
+                max_bytes: limits.max_bytes.max(1),
+            },
             done: false,
+            lease: None,
         })
+    }
+
+    /// The connection goes back to `lease`'s pool when the COPY ends cleanly.
+    pub fn with_lease(mut self, lease: super::copier::Lease) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// The next batch, or `None` when the table is done.
@@ -113,12 +150,17 @@ impl SnapshotReader {
                             message: format!("snapshot: {e}"),
                         })?;
                     self.builder.finish_rows(n, self.meta);
-                    if self.builder.rows() >= self.max_rows {
+                    if self.builder.rows() >= self.limits.max_rows
+                        || self.builder.byte_size() >= self.limits.max_bytes
+                    {
                         return Ok(self.builder.finish());
                     }
                 }
                 None => {
                     self.done = true;
+                    if let Some(lease) = self.lease.take() {
+                        lease.release();
+                    }
                     self.decoder.finish().map_err(|e| {
                         SourceError::Decode(format!("snapshot of {}: {e}", self.table))
                     })?;
