@@ -799,7 +799,8 @@ def main():
     ap.add_argument("--size", default="small", help="smoke|small|medium|large or a row count")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench", "e2e.json"))
     ap.add_argument("--phases", default="snapshot,streaming,latency")
-    ap.add_argument("--sluice", help="use this sluice binary instead of building one")
+    ap.add_argument("--sluice", default=os.environ.get("SLUICE_BIN") or None,
+                    help="use this sluice binary instead of building one (default: $SLUICE_BIN if set)")
     ap.add_argument("--reuse-services", action="store_true",
                     help="use the shared servers of scripts/services.sh instead of private instances")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
