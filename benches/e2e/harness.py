@@ -281,7 +281,7 @@ class PgbenchObserver:
     aid, delta) extend a ledger: per account, its transactions in commit
     order and the balance each leaves; (2) each replica's new
     pgbench_accounts row versions are read (`_version`, the change's WAL
-    position in both systems, above the watermark of two polls ago): a
+    position in both systems, above the highest one seen 2 s earlier): a
     balance equal to the one transaction T leaves (and not to the balance
     already explained) proves that T and the account's earlier transactions
     are applied; (3) replicas that have pgbench_history: the pending rows
@@ -371,10 +371,12 @@ class PgbenchObserver:
                     if sy not in self.done_at and all(v.done_at for v in vs):
                         self.done_at[sy] = max(v.done_at for v in vs)
                         self.sample_parts(sy)
-                if all(v.done_at for v in self.views) or now - self.t_end > self.timeout:
-                    for sy in {v.system for v in self.views} - set(self.parts_at_done):
-                        self.sample_parts(sy)
+                if all(v.done_at for v in self.views):
                     return
+            if self.t_end is not None and time.time() - self.t_end > self.timeout:
+                for sy in {v.system for v in self.views} - set(self.parts_at_done):
+                    self.sample_parts(sy)
+                return
             time.sleep(max(0.0, self.PERIOD - (time.time() - t0)))
 
     def sample_parts(self, system):
@@ -1399,6 +1401,9 @@ database = "{ch_db}"
             if v.system == "sluice":
                 m["peak_rss_kib"] = obs.rss_peak
                 m["vmhwm_kib"] = obs.vmhwm
+                if sluice_proc.poll() is not None:
+                    m["status"] = "error"
+                    m["error"] = f"sluice exited {sluice_proc.returncode}: {self.log_tail('pgbench')}"
             res = self.record(**m)
         return res
 
