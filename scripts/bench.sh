@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: PostgreSQL -> ClickHouse, sluice against its peers.
 #   scripts/bench.sh [--size smoke|small|medium|large|ROWS] [--out FILE.json]
-#                    [--phases snapshot,streaming,latency] [--sluice BIN]
+#                    [--phases snapshot,streaming,latency,pgbench] [--sluice BIN]
 #                    [--reuse-services] [--keep]
 # Builds sluice (release), starts private PostgreSQL and ClickHouse (chDB)
 # instances on free ports (or, with --reuse-services, the shared ones of
