@@ -208,9 +208,11 @@ where
                 continue;
             }
             let progress = match lifecycle {
-                Lifecycle::Snapshotting { progress } | Lifecycle::Resyncing { progress } => {
+                Lifecycle::Resyncing { progress } => {
+                    self.sink.reset_table(t);
                     progress
                 }
+                Lifecycle::Snapshotting { progress } => progress,
                 _ => {
                     self.state.set_lifecycle(
                         t,

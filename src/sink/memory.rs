@@ -136,6 +136,10 @@ impl Sink for MemorySink {
         Ok(())
     }
 
+    fn reset_table(&mut self, table: &TableName) {
+        self.inner.lock().failed.remove(table);
+    }
+
     fn fork(&self) -> Self {
         MemorySink {
             inner: self.inner.clone(),

@@ -44,6 +44,13 @@ pub trait Sink: Send {
     /// Tables the sink stopped since the last call, with the reason.
     fn take_failed(&mut self) -> Vec<(TableName, String)>;
 
+    /// The table is about to be copied again (a resync): forget what stopped
+    /// it. Its rows stay: the copy overwrites them and [`Sink::finish_copy`]
+    /// removes the stale ones. (A destination that cannot take the new rows,
+    /// such as a ClickHouse table whose key changed, stops the table again
+    /// with a reason that says what to do.)
+    fn reset_table(&mut self, table: &TableName);
+
     /// A copy of a table finished: every row of `table` it did not write
     /// whose `_version` is below `version` no longer exists in the source
     /// (it was deleted while the table was stopped or stale): remove it.
@@ -55,8 +62,9 @@ pub trait Sink: Send {
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Another writer to the same (opened) destination, for writing in
-    /// parallel with this one (snapshot workers). Shares what the sink has
-    /// learnt (server capabilities, stopped tables).
+    /// parallel with this one (copy readers). Shares what the sink has
+    /// learnt about the server; starts with no stopped tables (the pipeline
+    /// gives it only tables it writes).
     fn fork(&self) -> Self
     where
         Self: Sized;

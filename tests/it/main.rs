@@ -7,6 +7,7 @@ mod support;
 mod check_cmd;
 mod clickhouse_sink;
 mod e2e_clickhouse;
+mod e2e_copy;
 mod e2e_crash;
 mod e2e_lifecycle;
 mod e2e_restart;

@@ -484,7 +484,7 @@ impl Sink for ClickHouseSink {
             return Ok(());
         }
         let stale = format!(
-            "FROM {target} FINAL WHERE {v} < {version} AND {d} = 0",
+            "FROM (SELECT * FROM {target} FINAL WHERE {v} < {version} AND {d} = 0)",
             v = quote_ch_ident(meta::VERSION),
             d = quote_ch_ident(meta::IS_DELETED),
         );
@@ -496,7 +496,9 @@ impl Sink for ClickHouseSink {
             return Ok(());
         }
         // Each stale row is written again as deleted, at the copy's version:
-        // it loses to any later change of its key.
+        // it loses to any later change of its key. (The filter sits in a
+        // subquery: ClickHouse would apply the REPLACE aliases to a WHERE
+        // beside them.)
         let mut replace = vec![
             format!("toUInt64({version}) AS {}", quote_ch_ident(meta::VERSION)),
             format!("toUInt8(1) AS {}", quote_ch_ident(meta::IS_DELETED)),
@@ -513,13 +515,18 @@ impl Sink for ClickHouseSink {
         Ok(())
     }
 
+    fn reset_table(&mut self, table: &TableName) {
+        self.failed.remove(table);
+        self.tables.remove(table);
+    }
+
     fn fork(&self) -> Self {
         ClickHouseSink {
             cfg: self.cfg.clone(),
             client: client(&self.cfg),
             caps: self.caps,
             tables: HashMap::new(),
-            failed: self.failed.clone(),
+            failed: BTreeMap::new(),
             newly_failed: Vec::new(),
         }
     }
