@@ -8,7 +8,7 @@
 # `start` runs initdb into DIR (if it has no cluster yet) and starts the
 # server as the `postgres` OS user when run as root, listening on
 # 127.0.0.1:PORT only, unix socket inside DIR, log in DIR/postgres.log.
-# Defaults: wal_level=logical, max_replication_slots=64, max_wal_senders=64,
+# Defaults: wal_level=logical, max_replication_slots=256, max_wal_senders=256,
 # max_connections=300, fsync=off, full_page_writes=off; extra `-c key=val`
 # arguments override them.  Idempotent: a server already running from DIR on
 # PORT is success.  pg_hba.conf: members of sluice_md5_auth use md5, of
@@ -142,8 +142,8 @@ cmd_start() {
         -c "port=$port"
         -c "unix_socket_directories=$dir"
         -c wal_level=logical
-        -c max_replication_slots=64
-        -c max_wal_senders=64
+        -c max_replication_slots=256
+        -c max_wal_senders=256
         -c max_connections=300
         -c fsync=off
         -c full_page_writes=off

@@ -775,6 +775,7 @@ class Harness:
             self.attempt("snapshot", "copy_binary_devnull", table, lambda: self.snap_copy(table, rows))
             self.attempt("snapshot", "clickhouse_postgresql_fn", table, lambda: self.snap_pgfn(table, rows))
             self.attempt("snapshot", "sluice", table, lambda: self.snap_sluice(table, rows))
+            self.attempt("snapshot", "sluice_snapshot_cmd", table, lambda: self.snap_sluice_cmd(table, rows))
 
     def snap_sluice(self, table, rows):
         """`sluice run` on a fresh slot: its initial snapshot (COPY binary ->
@@ -811,6 +812,38 @@ class Harness:
         return self.record(phase="snapshot", system="sluice", table=table, rows=rows, seconds=round(dt, 3),
                            bytes=self.copy_bytes.get(table), peak_rss_kib=max(peaks) if peaks else None,
                            note="start of `sluice run` (new slot, initial snapshot) to every row in ClickHouse")
+
+    def snap_sluice_cmd(self, table, rows):
+        """`sluice snapshot`: the one-shot copy (no slot), timed from start to
+        exit (every row durable in ClickHouse when it exits)."""
+        ch_db = f"bench_snapcmd_{table}"
+        self.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+        cfg = self.sluice_config(f"bench_snapcmd_{table}", f"bench_snapcmd_{table}", [table], ch_db, "1s",
+                                 snapshot=True)
+        logf = open(os.path.join(self.work, f"sluice-snapcmd-{table}.log"), "w")
+        t0 = time.monotonic()
+        p = subprocess.Popen([self.sluice, "snapshot", "-c", cfg], stdout=logf, stderr=logf, cwd=self.work)
+        self.procs.append(p)
+        peaks = []
+        while p.poll() is None:
+            v = rss_peak_kib(p.pid)
+            if v:
+                peaks.append(v)
+            if time.monotonic() - t0 > CATCH_UP_TIMEOUT:
+                p.kill()
+                raise RuntimeError(f"sluice snapshot not done after {CATCH_UP_TIMEOUT} s")
+            time.sleep(0.1)
+        dt = time.monotonic() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"sluice snapshot exited {p.returncode}: {self.log_tail(f'snapcmd-{table}')}")
+        got = int(self.ch.scalar(f"SELECT count() FROM {ch_db}.{table}"))
+        if got != rows:
+            raise RuntimeError(f"sluice snapshot: {got} rows landed, expected {rows}")
+        self.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+        return self.record(phase="snapshot", system="sluice_snapshot_cmd", table=table, rows=rows,
+                           seconds=round(dt, 3), bytes=self.copy_bytes.get(table),
+                           peak_rss_kib=max(peaks) if peaks else None,
+                           note="`sluice snapshot` (no slot): start to exit")
 
     def snap_copy(self, table, rows):
         # psql drains COPY ... TO STDOUT (FORMAT binary); wc -c counts the bytes.
@@ -1533,18 +1566,23 @@ database = "{ch_db}"
         for phase in PHASES:
             for table in sorted({m["table"] for m in ms if m["phase"] == phase}):
                 group = [m for m in ms if m["phase"] == phase and m["table"] == table]
-                ours = [m for m in group if m["system"] == "sluice"]
-                for peer in (m for m in group if m["system"] != "sluice"):
-                    r = {"phase": phase, "table": table, "peer": peer["system"]}
-                    if not ours:
-                        r["status"] = "sluice not measured"
-                    elif phase in ("latency", "pgbench"):
-                        for k in ("p50_ms", "p99_ms") + (("max_ms",) if phase == "pgbench" else ()):
-                            if ours[0].get(k) and peer.get(k):
-                                r[f"{k}_sluice_over_peer"] = round(ours[0][k] / peer[k], 3)
-                    else:
-                        r["rows_per_s_sluice_over_peer"] = round(ours[0]["rows_per_s"] / peer["rows_per_s"], 3)
-                    self.report["ratios"].append(r)
+                # Every way of running sluice (`run`, `snapshot`) against every peer.
+                ours = [m for m in group if m["system"].startswith("sluice")] or [None]
+                for our in ours:
+                    for peer in (m for m in group if not m["system"].startswith("sluice")):
+                        r = {"phase": phase, "table": table, "peer": peer["system"]}
+                        if our is None:
+                            r["status"] = "sluice not measured"
+                        else:
+                            if our["system"] != "sluice":
+                                r["sluice"] = our["system"]
+                            if phase in ("latency", "pgbench"):
+                                for k in ("p50_ms", "p99_ms") + (("max_ms",) if phase == "pgbench" else ()):
+                                    if our.get(k) and peer.get(k):
+                                        r[f"{k}_sluice_over_peer"] = round(our[k] / peer[k], 3)
+                            else:
+                                r["rows_per_s_sluice_over_peer"] = round(our["rows_per_s"] / peer["rows_per_s"], 3)
+                        self.report["ratios"].append(r)
 
     def table(self):
         lines = ["| phase | system | table | rows | s | rows/s | MB/s | p50 ms | p99 ms | peak RSS MiB | status |",

@@ -16,6 +16,26 @@ pub struct TestPipeline {
     pub ch_db: String,
     pub clickhouse_url: String,
     runs: u32,
+    /// `sluice run` processes started, killed if still running when the
+    /// test ends (a failed assertion must not leave one behind).
+    pids: Vec<u32>,
+}
+
+impl Drop for TestPipeline {
+    fn drop(&mut self) {
+        let config = self.config.to_string_lossy().into_owned();
+        for pid in &self.pids {
+            // Only a process still running this pipeline (the pid may be reused).
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(&config) {
+                continue;
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl TestPipeline {
@@ -68,6 +88,7 @@ database = "{name}"
             dir,
             clickhouse_url: ch_url.to_owned(),
             runs: 0,
+            pids: Vec::new(),
         }
     }
 
@@ -84,7 +105,9 @@ database = "{name}"
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.spawn().expect("start sluice run")
+        let child = cmd.spawn().expect("start sluice run");
+        self.pids.push(child.id());
+        child
     }
 
     pub fn log(&self, run: u32) -> String {

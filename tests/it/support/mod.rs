@@ -183,6 +183,26 @@ pub struct TestDb {
     pub client: Client,
 }
 
+impl Drop for TestDb {
+    /// Frees what the test left on the shared server: its replication slots
+    /// (a server has a fixed number) and the database itself.
+    fn drop(&mut self) {
+        let sql = format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = '{db}' AND active_pid IS NOT NULL;
+             SELECT pg_sleep(0.2);
+             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{db}' AND NOT active;
+             DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);",
+            db = self.name
+        );
+        let _ = Command::new("psql")
+            .arg(&servers().pg_url)
+            .args(["-X", "-q", "-c", &sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 pub async fn fresh_db(prefix: &str) -> TestDb {
     let s = servers();
     let admin = connect(&s.pg_url).await;
