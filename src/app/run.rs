@@ -86,7 +86,7 @@ async fn run_with(
         config.batch,
         config.pipeline.checkpoint_path().with_extension("spill"),
     )
-    .with_copy_readers(config.snapshot.parallelism);
+    .with_copy(config.snapshot.parallelism, config.snapshot.split);
     match &config.sink {
         SinkConfig::ClickHouse(ch) => {
             run_pipeline(source, ClickHouseSink::new(ch), store, opts, control, shutdown).await

@@ -105,6 +105,8 @@ pub struct RawBatch {
 pub struct RawSnapshot {
     /// Table ranges read (and written) at once.
     pub parallelism: Option<i64>,
+    /// "ctid" (default) or "primary_key".
+    pub split: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +172,18 @@ pub struct Config {
 pub struct SnapshotConfig {
     /// Ranges read and written at once, over as many connections.
     pub parallelism: usize,
+    pub split: SplitMode,
+}
+
+/// How a table is cut into ranges for a parallel copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitMode {
+    /// Block (ctid) ranges: no index needed, even by size on disk.
+    Ctid,
+    /// Ranges of a single-column primary key, placed on a sample: even by
+    /// rows where block ranges are not (e.g. many dead tuples). Tables
+    /// without such a key use block ranges.
+    PrimaryKey,
 }
 
 impl SnapshotConfig {

@@ -369,7 +369,18 @@ fn snapshot(c: &mut Checker<'_>, raw: Option<&RawSnapshot>) -> SnapshotConfig {
         }
         Some(n) => n as usize,
     };
-    SnapshotConfig { parallelism }
+    let split = match raw.and_then(|r| r.split.as_deref()) {
+        None | Some("ctid") => SplitMode::Ctid,
+        Some("primary_key") => SplitMode::PrimaryKey,
+        Some(other) => {
+            c.err(
+                "snapshot.split",
+                format!("must be \"ctid\" or \"primary_key\" (got \"{other}\")"),
+            );
+            SplitMode::Ctid
+        }
+    };
+    SnapshotConfig { parallelism, split }
 }
 
 fn sink(c: &mut Checker<'_>, raw: Option<&RawSink>) -> Option<SinkConfig> {

@@ -227,6 +227,25 @@ pub async fn table_size(c: &Client, t: &TableName) -> Result<Option<TableSize>, 
     }))
 }
 
+/// The primary key's column and SQL type when it has exactly one column.
+pub async fn single_column_key(
+    c: &Client,
+    t: &TableName,
+) -> Result<Option<(String, String)>, SourceError> {
+    let row = c
+        .query_opt(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary AND i.indnatts = 1",
+            &[&t.schema, &t.name],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 #[derive(Debug, Clone)]
 pub struct PublicationInfo {
     pub all_tables: bool,

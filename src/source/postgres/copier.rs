@@ -20,15 +20,20 @@ use tokio_postgres::Client;
 use super::catalog;
 use super::lsn::Lsn;
 use super::setup::type_options;
-use super::snapshot::{BatchLimits, CtidRange, SnapshotReader};
+use super::snapshot::{BatchLimits, CtidRange, KeyRange, RowRange, SnapshotReader};
 use super::types::{TypeCache, TypeOptions};
-use crate::config::{quote_literal, PostgresSourceConfig, TableName};
+use crate::config::{quote_literal, PostgresSourceConfig, SplitMode, TableName};
 use crate::source::{Copier, SnapshotUnit, SourceError};
 
 /// The id of a unit that is a whole table (no ranges: partitioned parents,
 /// empty tables).
 pub const WHOLE_TABLE: &str = "all";
 const RANGE_PREFIX: &str = "blocks:";
+const KEY_PREFIX: &str = "key:";
+/// Rows sampled to place primary-key range bounds.
+const KEY_SAMPLE_ROWS: f64 = 20_000.0;
+/// Below this many rows per range, fewer ranges (key split).
+const MIN_ROWS_PER_KEY_UNIT: f64 = 50_000.0;
 
 /// A range is at least this many blocks (8 MiB of 8 KiB pages)...
 const MIN_BLOCKS_PER_UNIT: u64 = 1024;
@@ -56,23 +61,33 @@ pub fn plan_ranges(blocks: u64, readers: usize) -> Vec<CtidRange> {
     out
 }
 
-pub fn unit_id(range: Option<CtidRange>) -> String {
+pub fn unit_id(range: Option<&RowRange>) -> String {
     match range {
         None => WHOLE_TABLE.to_string(),
-        Some(CtidRange { start, end: None }) => format!("{RANGE_PREFIX}{start}-"),
-        Some(CtidRange {
+        Some(RowRange::Blocks(CtidRange { start, end: None })) => {
+            format!("{RANGE_PREFIX}{start}-")
+        }
+        Some(RowRange::Blocks(CtidRange {
             start,
             end: Some(end),
-        }) => format!("{RANGE_PREFIX}{start}-{end}"),
+        })) => format!("{RANGE_PREFIX}{start}-{end}"),
+        Some(RowRange::Key(k)) => format!(
+            "{KEY_PREFIX}{}",
+            serde_json::to_string(k).unwrap_or_default()
+        ),
     }
 }
 
-/// The range a unit id names (`None`: the whole table).
-pub fn parse_unit_id(id: &str) -> Result<Option<CtidRange>, String> {
+/// The rows a unit id names (`None`: the whole table).
+pub fn parse_unit_id(id: &str) -> Result<Option<RowRange>, String> {
     if id == WHOLE_TABLE {
         return Ok(None);
     }
     let bad = || format!("unknown snapshot unit \"{id}\"");
+    if let Some(json) = id.strip_prefix(KEY_PREFIX) {
+        let k: KeyRange = serde_json::from_str(json).map_err(|_| bad())?;
+        return Ok(Some(RowRange::Key(k)));
+    }
     let (start, end) = id
         .strip_prefix(RANGE_PREFIX)
         .and_then(|r| r.split_once('-'))
@@ -82,7 +97,23 @@ pub fn parse_unit_id(id: &str) -> Result<Option<CtidRange>, String> {
         "" => None,
         e => Some(e.parse().map_err(|_| bad())?),
     };
-    Ok(Some(CtidRange { start, end }))
+    Ok(Some(RowRange::Blocks(CtidRange { start, end })))
+}
+
+/// Bounds splitting sorted `sample` into at most `parts` ranges of about
+/// equal rows (deduplicated: a heavily repeated key value is one bound).
+pub fn key_bounds(sample: &[String], parts: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if sample.is_empty() || parts < 2 {
+        return out;
+    }
+    for i in 1..parts {
+        let b = &sample[i * sample.len() / parts];
+        if out.last() != Some(b) {
+            out.push(b.clone());
+        }
+    }
+    out
 }
 
 /// Copies PostgreSQL tables; cheap to clone (shared connections).
@@ -96,6 +127,7 @@ pub(super) struct Inner {
     limits: BatchLimits,
     options: TypeOptions,
     readers: usize,
+    split: SplitMode,
     /// The snapshot every connection reads at (a new slot's export).
     snapshot: Option<String>,
     idle: Mutex<Vec<Client>>,
@@ -131,6 +163,7 @@ impl PgCopier {
         cfg: PostgresSourceConfig,
         limits: BatchLimits,
         readers: usize,
+        split: SplitMode,
         snapshot: Option<String>,
     ) -> Self {
         PgCopier {
@@ -139,6 +172,7 @@ impl PgCopier {
                 cfg,
                 limits,
                 readers,
+                split,
                 snapshot,
                 idle: Mutex::new(Vec::new()),
             }),
@@ -148,6 +182,79 @@ impl PgCopier {
     /// Whether every unit is read at the slot's exported snapshot.
     pub fn at_exported_snapshot(&self) -> bool {
         self.inner.snapshot.is_some()
+    }
+
+    fn block_units(&self, table: &TableName, size: catalog::TableSize) -> Vec<SnapshotUnit> {
+        let known = size.rows >= 0.0 && size.blocks > 0;
+        let estimate =
+            |blocks: u64| known.then(|| (size.rows * blocks as f64 / size.blocks as f64) as u64);
+        plan_ranges(size.blocks, self.inner.readers)
+            .into_iter()
+            .map(|r| {
+                let blocks = r.end.unwrap_or(size.blocks).saturating_sub(r.start);
+                SnapshotUnit {
+                    table: table.clone(),
+                    id: unit_id(Some(&RowRange::Blocks(r))),
+                    estimated_rows: estimate(blocks),
+                }
+            })
+            .collect()
+    }
+
+    /// Ranges of a single-column primary key, bounds placed on a sample of
+    /// the keys; `None` when the table has no such key or too few rows.
+    async fn key_units(
+        &self,
+        client: &Client,
+        table: &TableName,
+        rows: f64,
+    ) -> Result<Option<Vec<SnapshotUnit>>, SourceError> {
+        let parts = ((rows / MIN_ROWS_PER_KEY_UNIT) as usize)
+            .min(self.inner.readers * UNITS_PER_READER as usize);
+        if parts < 2 {
+            return Ok(None);
+        }
+        let Some((column, sql_type)) = catalog::single_column_key(client, table).await? else {
+            return Ok(None);
+        };
+        let percent = (KEY_SAMPLE_ROWS / rows * 100.0).clamp(0.01, 100.0);
+        let sample: Vec<String> = client
+            .query(
+                &format!(
+                    "SELECT {col}::text FROM {t} TABLESAMPLE SYSTEM ({percent}) ORDER BY {col}",
+                    col = crate::config::quote_ident(&column),
+                    t = table.quoted()
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let bounds = key_bounds(&sample, parts);
+        if bounds.is_empty() {
+            return Ok(None);
+        }
+        let per = (rows / (bounds.len() + 1) as f64) as u64;
+        let mut lows: Vec<Option<String>> = vec![None];
+        lows.extend(bounds.iter().cloned().map(Some));
+        let mut highs: Vec<Option<String>> = bounds.into_iter().map(Some).collect();
+        highs.push(None);
+        Ok(Some(
+            lows.into_iter()
+                .zip(highs)
+                .map(|(low, high)| SnapshotUnit {
+                    table: table.clone(),
+                    id: unit_id(Some(&RowRange::Key(KeyRange {
+                        column: column.clone(),
+                        sql_type: sql_type.clone(),
+                        low,
+                        high,
+                    }))),
+                    estimated_rows: Some(per),
+                })
+                .collect(),
+        ))
     }
 
     async fn lease(&self) -> Result<Lease, SourceError> {
@@ -182,36 +289,39 @@ impl Copier for PgCopier {
     async fn plan(&self, table: &TableName) -> Result<Vec<SnapshotUnit>, SourceError> {
         let lease = self.lease().await?;
         let size = catalog::table_size(lease.client(), table).await?;
-        lease.release();
         let Some(size) = size else {
+            lease.release();
             return Err(SourceError::TableData {
                 table: table.clone(),
                 message: "the table does not exist (or is not a table)".into(),
             });
         };
-        let known = size.rows >= 0.0 && size.blocks > 0;
-        let estimate =
-            |blocks: u64| known.then(|| (size.rows * blocks as f64 / size.blocks as f64) as u64);
-        // Ranges need a table with storage of its own (TID range scans);
-        // a partitioned parent is read whole.
-        if !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
-            return Ok(vec![SnapshotUnit {
+        let whole = || {
+            vec![SnapshotUnit {
                 table: table.clone(),
                 id: unit_id(None),
                 estimated_rows: (size.rows >= 0.0).then_some(size.rows as u64),
-            }]);
+            }]
+        };
+        // Ranges need a table with storage of its own (TID range scans,
+        // samples); a partitioned parent is read whole.
+        if !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
+            lease.release();
+            return Ok(whole());
         }
-        Ok(plan_ranges(size.blocks, self.inner.readers)
-            .into_iter()
-            .map(|r| {
-                let blocks = r.end.unwrap_or(size.blocks).saturating_sub(r.start);
-                SnapshotUnit {
-                    table: table.clone(),
-                    id: unit_id(Some(r)),
-                    estimated_rows: estimate(blocks),
+        if self.inner.split == SplitMode::PrimaryKey {
+            let units = self.key_units(lease.client(), table, size.rows).await?;
+            lease.release();
+            return Ok(match units {
+                Some(u) => u,
+                None => {
+                    tracing::info!(table = %table, "no single-column primary key (or too few rows): copied as block ranges");
+                    self.block_units(table, size)
                 }
-            })
-            .collect())
+            });
+        }
+        lease.release();
+        Ok(self.block_units(table, size))
     }
 
     async fn open(&self, unit: &SnapshotUnit, at: &Lsn) -> Result<SnapshotReader, SourceError> {
@@ -219,6 +329,7 @@ impl Copier for PgCopier {
             table: unit.table.clone(),
             message: m,
         })?;
+        tracing::debug!(table = %unit.table, unit = %unit.id, "reading");
         let lease = self.lease().await?;
         let mut types = TypeCache::new();
         let reader = SnapshotReader::start(
@@ -269,20 +380,38 @@ mod tests {
 
     #[test]
     fn unit_ids_round_trip() {
+        let key = RowRange::Key(KeyRange {
+            column: "Order Id".into(),
+            sql_type: "bigint".into(),
+            low: Some("10".into()),
+            high: None,
+        });
         for r in [
             None,
-            Some(CtidRange {
+            Some(RowRange::Blocks(CtidRange {
                 start: 0,
                 end: Some(1024),
-            }),
-            Some(CtidRange {
+            })),
+            Some(RowRange::Blocks(CtidRange {
                 start: 2048,
                 end: None,
-            }),
+            })),
+            Some(key),
         ] {
-            assert_eq!(parse_unit_id(&unit_id(r)).unwrap(), r);
+            assert_eq!(parse_unit_id(&unit_id(r.as_ref())).unwrap(), r);
         }
         assert!(parse_unit_id("blocks:x-").is_err());
         assert!(parse_unit_id("rows:1-2").is_err());
+        assert!(parse_unit_id("key:{").is_err());
+    }
+
+    #[test]
+    fn key_bounds_split_a_sample_evenly_without_repeats() {
+        let sample: Vec<String> = (0..100).map(|i| format!("{i:03}")).collect();
+        assert_eq!(key_bounds(&sample, 4), vec!["025", "050", "075"]);
+        let same: Vec<String> = vec!["a".into(); 50];
+        assert_eq!(key_bounds(&same, 4), vec!["a"]);
+        assert!(key_bounds(&[], 4).is_empty());
+        assert!(key_bounds(&sample, 1).is_empty());
     }
 }

@@ -41,7 +41,7 @@ use self::lsn::Lsn;
 use self::replication::{ReplicationConnection, SlotSnapshot};
 use self::snapshot::BatchLimits;
 use self::stream::{Session, SessionOptions};
-use crate::config::{BatchConfig, PostgresSourceConfig, TableName};
+use crate::config::{BatchConfig, PostgresSourceConfig, SplitMode, TableName};
 use crate::core::health::Report;
 use crate::core::position::SourceIdentity;
 use crate::source::{Prepared, Source};
@@ -63,6 +63,7 @@ pub struct PgSource {
     spill_dir: PathBuf,
     /// Parallel readers of a copy (for planning ranges and memory).
     copy_readers: usize,
+    copy_split: SplitMode,
     /// The replication connection that created a new slot with an exported
     /// snapshot, kept idle (which keeps the snapshot valid) until the
     /// initial copies are done.
@@ -84,13 +85,16 @@ impl PgSource {
             batch,
             spill_dir,
             copy_readers: DEFAULT_COPY_READERS,
+            copy_split: SplitMode::Ctid,
             exporter: None,
         }
     }
 
-    /// How many units a copy reads at once (plans ranges for that many).
-    pub fn with_copy_readers(mut self, readers: usize) -> Self {
+    /// How many units a copy reads at once (plans ranges for that many),
+    /// and how tables are cut into them.
+    pub fn with_copy(mut self, readers: usize, split: SplitMode) -> Self {
         self.copy_readers = readers.max(1);
+        self.copy_split = split;
         self
     }
 
@@ -226,7 +230,13 @@ impl Source for PgSource {
             max_bytes: (self.batch.max_bytes as usize / self.copy_readers).max(1 << 20),
         };
         let snapshot = self.exporter.as_ref().map(|e| e.snapshot.clone());
-        PgCopier::new(self.cfg.clone(), limits, self.copy_readers, snapshot)
+        PgCopier::new(
+            self.cfg.clone(),
+            limits,
+            self.copy_readers,
+            self.copy_split,
+            snapshot,
+        )
     }
 
     fn release_snapshot(&mut self) {

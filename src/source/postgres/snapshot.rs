@@ -14,7 +14,7 @@ use super::lsn::Lsn;
 use super::setup::{describe, TableDescription};
 use super::types::TypeCache;
 use super::types::{DecoderKind, TypeOptions};
-use crate::config::{quote_ident, TableName};
+use crate::config::{quote_ident, quote_literal, TableName};
 use crate::core::meta::{RowMeta, OP_READ};
 use crate::core::TableBatch;
 use crate::source::{SourceError, UnitReader};
@@ -27,13 +27,50 @@ pub struct CtidRange {
     pub end: Option<u64>,
 }
 
-impl CtidRange {
+/// A range of a single-column primary key, bounds as the key's text form
+/// (`None`: open on that side).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRange {
+    pub column: String,
+    /// `format_type` of the column, to cast the bounds.
+    pub sql_type: String,
+    pub low: Option<String>,
+    pub high: Option<String>,
+}
+
+/// The rows of one snapshot unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowRange {
+    Blocks(CtidRange),
+    Key(KeyRange),
+}
+
+impl RowRange {
     fn predicate(&self) -> String {
-        let mut p = format!("ctid >= '({},0)'::tid", self.start);
-        if let Some(end) = self.end {
-            p.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+        match self {
+            RowRange::Blocks(r) => {
+                let mut p = format!("ctid >= '({},0)'::tid", r.start);
+                if let Some(end) = r.end {
+                    p.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+                }
+                p
+            }
+            RowRange::Key(k) => {
+                let col = quote_ident(&k.column);
+                let mut parts = Vec::new();
+                if let Some(low) = &k.low {
+                    parts.push(format!("{col} >= {}::{}", quote_literal(low), k.sql_type));
+                }
+                if let Some(high) = &k.high {
+                    parts.push(format!("{col} < {}::{}", quote_literal(high), k.sql_type));
+                }
+                if parts.is_empty() {
+                    "true".into()
+                } else {
+                    parts.join(" AND ")
+                }
+            }
         }
-        p
     }
 }
 
@@ -64,7 +101,7 @@ impl SnapshotReader {
     pub async fn start(
         client: &Client,
         table: &TableName,
-        range: Option<CtidRange>,
+        range: Option<RowRange>,
         types: &mut TypeCache,
         options: &TypeOptions,
         version: Lsn,
