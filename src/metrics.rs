@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
 pub const FLUSHES: &str = "sluice_flushes_total";
 pub const SINK_RETRIES: &str = "sluice_sink_retries_total";
+/// Micro-batches the source handed over, labelled `reason` (caught_up,
+/// max_rows, max_bytes, max_delay, idle, shutdown).
+pub const SOURCE_FLUSHES: &str = "sluice_source_flushes_total";
 /// Retried attempts of any kind, labelled `what`.
 pub const RETRIES: &str = "sluice_retries_total";
 /// Rows copied by snapshots and resyncs, labelled `table`.

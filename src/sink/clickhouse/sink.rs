@@ -75,20 +75,91 @@ impl ClickHouseSink {
         &self.failed
     }
 
-    /// Applies the items in order; returns once ClickHouse acknowledged every
-    /// insert (each is synchronous: no async insert, `wait_end_of_query=1`).
+    /// Applies the items; returns once ClickHouse acknowledged every insert
+    /// (each is synchronous: no async insert, `wait_end_of_query=1`).
+    /// Different tables are written concurrently, each table's batches in
+    /// order; a truncate is a barrier (everything before it is written
+    /// first).
     async fn apply_items(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
-        for item in items {
-            match item {
-                SinkItem::Rows(tb) => self.apply_rows(tb).await?,
-                SinkItem::Truncate(tables) => {
-                    for t in tables {
-                        self.truncate(t).await?;
-                    }
+        let mut rest = items;
+        while !rest.is_empty() {
+            let rows = rest
+                .iter()
+                .position(|i| matches!(i, SinkItem::Truncate(_)))
+                .unwrap_or(rest.len());
+            let (segment, after) = rest.split_at(rows);
+            self.apply_segment(segment).await?;
+            if let Some((SinkItem::Truncate(tables), tail)) = after.split_first() {
+                for t in tables {
+                    self.truncate(t).await?;
                 }
+                rest = tail;
+            } else {
+                rest = after;
             }
         }
         Ok(())
+    }
+
+    /// Row batches of several tables: one writer per table, concurrently.
+    async fn apply_segment(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
+        let mut groups: Vec<(TableName, Vec<&TableBatch>)> = Vec::new();
+        for item in items {
+            if let SinkItem::Rows(tb) = item {
+                match groups.iter_mut().find(|(t, _)| *t == tb.shape.table) {
+                    Some((_, batches)) => batches.push(tb),
+                    None => groups.push((tb.shape.table.clone(), vec![tb])),
+                }
+            }
+        }
+        if groups.len() <= 1 {
+            for tb in groups.into_iter().flat_map(|(_, b)| b) {
+                self.apply_rows(tb).await?;
+            }
+            return Ok(());
+        }
+        // Each writer takes its table's state along and gives it back.
+        let mut writers: Vec<(ClickHouseSink, Vec<&TableBatch>)> = groups
+            .into_iter()
+            .map(|(t, batches)| {
+                let mut w = self.writer();
+                if let Some(state) = self.tables.remove(&t) {
+                    w.tables.insert(t.clone(), state);
+                }
+                if let Some(reason) = self.failed.get(&t) {
+                    w.failed.insert(t, reason.clone());
+                }
+                (w, batches)
+            })
+            .collect();
+        let results =
+            futures_util::future::join_all(writers.iter_mut().map(|(w, batches)| async move {
+                for tb in batches.iter() {
+                    w.apply_rows(tb).await?;
+                }
+                Ok::<_, SinkError>(())
+            }))
+            .await;
+        for (w, _) in writers {
+            self.tables.extend(w.tables);
+            for (t, reason) in w.newly_failed {
+                self.failed.insert(t.clone(), reason.clone());
+                self.newly_failed.push((t, reason));
+            }
+        }
+        results.into_iter().collect()
+    }
+
+    /// A writer sharing this sink's connections and what it learnt.
+    fn writer(&self) -> ClickHouseSink {
+        ClickHouseSink {
+            cfg: self.cfg.clone(),
+            client: self.client.clone(),
+            caps: self.caps,
+            tables: HashMap::new(),
+            failed: BTreeMap::new(),
+            newly_failed: Vec::new(),
+        }
     }
 
     fn target(&self, t: &TableName) -> String {

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::assembler::{Assembler, CatalogCache};
+use super::assembler::{Assembler, CatalogCache, Step};
 use super::catalog;
 use super::lsn::Lsn;
 use super::pgoutput::{
@@ -28,6 +28,36 @@ use crate::source::{ChangeStream, SourceError};
 
 /// How long shutdown waits for the sink to confirm the last flush.
 const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Caught-up flushes come at most this often: a floor on batching when
+/// single transactions arrive faster than this and the sink keeps up.
+pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Why a micro-batch left for the sink (logged and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushReason {
+    /// Nothing more to read right now, a transaction is complete and the
+    /// sink can take the batch: flushed at once.
+    CaughtUp,
+    MaxRows,
+    MaxBytes,
+    MaxDelay,
+    /// An idle slot's position moves to the server's WAL end.
+    Idle,
+    Shutdown,
+}
+
+impl FlushReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::CaughtUp => "caught_up",
+            FlushReason::MaxRows => "max_rows",
+            FlushReason::MaxBytes => "max_bytes",
+            FlushReason::MaxDelay => "max_delay",
+            FlushReason::Idle => "idle",
+            FlushReason::Shutdown => "shutdown",
+        }
+    }
+}
 
 /// Options beyond the config file.
 #[derive(Debug, Clone)]
@@ -70,6 +100,9 @@ pub struct Session {
     last_idle_advance: Instant,
     buffered_since: Option<Instant>,
     buffered_wire_bytes: u64,
+    /// A transaction completed since the last flush (its end may be saved).
+    committed_pending: bool,
+    last_flush: Instant,
 }
 
 impl Session {
@@ -125,6 +158,8 @@ impl Session {
             last_idle_advance: now,
             buffered_since: None,
             buffered_wire_bytes: 0,
+            committed_pending: false,
+            last_flush: now,
         })
     }
 
@@ -142,6 +177,13 @@ impl Session {
             let deadline = self
                 .buffered_since
                 .map(|t| tokio::time::Instant::from_std(t + self.batch.max_delay));
+            // Adaptive batching: a completed transaction leaves as soon as
+            // nothing more is readable (the branch below the read) and the
+            // sink has room; while changes keep arriving they batch up, to
+            // max_delay at most.
+            let ready_at = self
+                .committed_pending
+                .then(|| tokio::time::Instant::from_std(self.last_flush + MIN_FLUSH_INTERVAL));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -161,7 +203,7 @@ impl Session {
                     let idle = self.assembler.is_idle() && self.spill.is_empty();
                     self.send_status(idle).await?
                 }
-                _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks).await?,
+                _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks, FlushReason::MaxDelay).await?,
                 data = self.repl.wire.next_copy_data() => {
                     let Some(data) = data? else {
                         return Err(SourceError::Io(std::io::Error::new(
@@ -170,6 +212,13 @@ impl Session {
                         )));
                     };
                     self.on_copy_data(data, &out, &mut acks).await?;
+                }
+                // Polled only when no data was ready above: caught up.
+                permit = reserve_at(ready_at, &out), if ready_at.is_some() => {
+                    let permit = permit.map_err(|_| SourceError::NotReady("the sink stopped".into()))?;
+                    if let Some(flush) = self.take_flush(FlushReason::CaughtUp) {
+                        permit.send(flush);
+                    }
                 }
             }
         }
@@ -264,17 +313,21 @@ impl Session {
             let not_null = catalog::not_null_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.not_null.insert(body.rel_id, not_null);
         }
-        self.assembler.handle(msg, wal_start, &self.catalog_cache)?;
+        if let Step::Committed { .. } =
+            self.assembler.handle(msg, wal_start, &self.catalog_cache)?
+        {
+            self.committed_pending = true;
+        }
         // Wire size approximates Arrow size closely enough for max_bytes,
         // and costs nothing to track.
         self.buffered_wire_bytes += wire_len as u64;
         if self.buffered_since.is_none() && !self.assembler.is_idle() {
             self.buffered_since = Some(Instant::now());
         }
-        if self.assembler.buffered_rows() >= self.batch.max_rows
-            || self.buffered_wire_bytes >= self.batch.max_bytes
-        {
-            self.flush(out, acks).await?;
+        if self.assembler.buffered_rows() >= self.batch.max_rows {
+            self.flush(out, acks, FlushReason::MaxRows).await?;
+        } else if self.buffered_wire_bytes >= self.batch.max_bytes {
+            self.flush(out, acks, FlushReason::MaxBytes).await?;
         }
         Ok(())
     }
@@ -306,6 +359,7 @@ impl Session {
             self.apply(msg, wire_len, Lsn(wal_start), out, acks).await?;
         }
         self.assembler.commit(end_lsn);
+        self.committed_pending = true;
         Ok(())
     }
 
@@ -333,6 +387,8 @@ impl Session {
             items: Vec::new(),
             position: Some(wal_end),
         };
+        metrics::counter!(crate::metrics::SOURCE_FLUSHES, "reason" => FlushReason::Idle.as_str())
+            .increment(1);
         self.send_flush(flush, out, acks).await
     }
 
@@ -340,14 +396,29 @@ impl Session {
         &mut self,
         out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
+        reason: FlushReason,
     ) -> Result<(), SourceError> {
+        match self.take_flush(reason) {
+            Some(flush) => self.send_flush(flush, out, acks).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Everything buffered, as a flush; `None` when there is nothing.
+    fn take_flush(&mut self, reason: FlushReason) -> Option<Flush<Lsn>> {
         self.buffered_since = None;
         self.buffered_wire_bytes = 0;
+        self.committed_pending = false;
+        self.last_flush = Instant::now();
         let flush = self.assembler.take_flush();
         if flush.items.is_empty() && flush.position.is_none() {
-            return Ok(());
+            return None;
         }
-        self.send_flush(flush, out, acks).await
+        if flush.rows() > 0 {
+            tracing::debug!(reason = %reason.as_str(), rows = flush.rows(), "flush");
+        }
+        metrics::counter!(crate::metrics::SOURCE_FLUSHES, "reason" => reason.as_str()).increment(1);
+        Some(flush)
     }
 
     /// Hands a flush to the sink, waiting for room (backpressure) while
@@ -402,7 +473,7 @@ impl Session {
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         tracing::info!("source draining: flushing buffered changes");
-        self.flush(out, acks).await?;
+        self.flush(out, acks, FlushReason::Shutdown).await?;
         let deadline = tokio::time::Instant::now() + SHUTDOWN_ACK_TIMEOUT;
         while self.opts.confirm && self.durable < self.requested {
             match tokio::time::timeout_at(deadline, acks.changed()).await {
@@ -428,6 +499,17 @@ impl ChangeStream for Session {
     ) -> Result<(), SourceError> {
         Session::run(self, out, acks, shutdown).await
     }
+}
+
+/// Room in the channel, not before `at`.
+async fn reserve_at<'a>(
+    at: Option<tokio::time::Instant>,
+    out: &'a mpsc::Sender<Flush<Lsn>>,
+) -> Result<mpsc::Permit<'a, Flush<Lsn>>, mpsc::error::SendError<()>> {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+    out.reserve().await
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

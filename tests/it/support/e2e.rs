@@ -92,6 +92,13 @@ database = "{name}"
         }
     }
 
+    /// Replaces `from` by `to` in the config file (e.g. a `[batch]` value).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "the config has no {from:?}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
     /// Starts `sluice run`; its log goes to `<dir>/run-N.log`.
     pub fn spawn(&mut self, env: &[(&str, &str)]) -> Child {
         self.runs += 1;

@@ -1,0 +1,88 @@
+//! Adaptive micro-batches: a change leaves as soon as the stream has caught
+//! up (not when `max_delay` expires), while a steady load still fills
+//! batches to `max_rows`.
+
+use std::time::{Duration, Instant};
+
+use crate::support::e2e::*;
+use crate::support::*;
+
+/// The debug "flush" lines of the log: (reason, rows).
+fn flushes(log: &str) -> Vec<(String, usize)> {
+    log.lines()
+        .filter(|l| l.contains(" flush ") || l.ends_with(" flush"))
+        .filter_map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                    .map(str::to_owned)
+            };
+            Some((field("reason")?, field("rows")?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_idleness_leaves_at_once_and_a_load_fills_batches() {
+    let db = fresh_db("lat").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.t"], "");
+    // A long max_delay: a timer-driven flush would take 30 s.
+    p.edit_config("max_delay = \"200ms\"", "max_delay = \"30s\"");
+    p.edit_config("max_rows = 2000", "max_rows = 1000");
+    let mut run = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    // Idle for 10 s, then one commit.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let committed = Instant::now();
+    db.client
+        .batch_execute("INSERT INTO t VALUES (1, 'one')")
+        .await
+        .unwrap();
+    wait_for("the row", Duration::from_secs(25), || async {
+        p.ch(&format!("SELECT count() FROM `{}`.t", p.ch_db))
+            .await
+            .ok()
+            .filter(|c| c.trim() == "1")
+    })
+    .await;
+    let visible = committed.elapsed();
+    eprintln!("one commit after 10 s idle: visible after {visible:?} (max_delay 30 s)");
+    assert!(
+        visible < Duration::from_secs(25),
+        "visible after {visible:?}: it waited for the timer"
+    );
+    let first = flushes(&p.last_log());
+    assert!(
+        first.iter().any(|(r, n)| r == "caught_up" && *n == 1),
+        "the row left because the stream caught up: {first:?}"
+    );
+    assert!(!first.iter().any(|(r, _)| r == "max_delay"), "{first:?}");
+
+    // A steady load: one big transaction streams in batches of max_rows.
+    db.client
+        .batch_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(2, 20001) g")
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, v FROM t",
+        &format!(
+            "SELECT toString(id), v FROM `{}`.t FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    let all = flushes(&p.last_log());
+    let full = all
+        .iter()
+        .filter(|(r, n)| r == "max_rows" && *n == 1000)
+        .count();
+    assert!(full >= 10, "batches filled to max_rows under load: {all:?}");
+    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+}
