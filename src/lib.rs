@@ -12,7 +12,7 @@
 //!   state/      trait StateStore + sled, memory; the per-table lifecycle
 //!   core/       change model (Arrow batches + metadata columns), logical types,
 //!               positions, error classes, health-check lines
-//!   config/     TOML -> validated config; secret, metrics: names and helpers
+//!   config/     TOML -> validated config; secret, tls (rustls roots), metrics: names and helpers
 //! ```
 //!
 //! The small API: [`run`] a [`Config`] until a [`CancellationToken`] is
@@ -30,6 +30,7 @@ pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod tls;
 
 pub use app::run;
 pub use config::{load as load_config, Config, ConfigError};

@@ -17,7 +17,10 @@ pub async fn run(config: &Config) -> Report {
         }
     }
     match &config.sink {
-        SinkConfig::ClickHouse(ch) => report.extend(ClickHouseSink::new(ch).healthcheck().await),
+        SinkConfig::ClickHouse(ch) => match ClickHouseSink::new(ch) {
+            Ok(sink) => report.extend(sink.healthcheck().await),
+            Err(e) => report.fail("clickhouse", e.to_string()),
+        },
         SinkConfig::Kafka(k) => report.extend(kafka::healthcheck(k).await),
     }
     report

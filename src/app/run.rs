@@ -89,7 +89,8 @@ async fn run_with(
     .with_copy(config.snapshot.parallelism, config.snapshot.split);
     match &config.sink {
         SinkConfig::ClickHouse(ch) => {
-            run_pipeline(source, ClickHouseSink::new(ch), store, opts, control, shutdown).await
+            let sink = ClickHouseSink::new(ch)?;
+            run_pipeline(source, sink, store, opts, control, shutdown).await
         }
         SinkConfig::Kafka(_) => Err(PipelineError::Unsupported(
             "`sluice run` supports the ClickHouse sink in this version; the Kafka sink is not implemented yet".into(),

@@ -124,6 +124,8 @@ pub struct RawClickHouseSink {
     pub user: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<String>,
+    /// PEM file of an extra CA to trust for `https://` URLs.
+    pub ssl_root_cert: Option<String>,
     /// "schema.table" -> target table name in the sink database.
     pub table_names: Option<BTreeMap<String, String>>,
     /// "truncate" (default) or "ignore".
@@ -312,6 +314,8 @@ pub struct ClickHouseSinkConfig {
     pub database: String,
     pub user: String,
     pub password: Secret,
+    /// Extra trusted CA certificates (PEM) for `https://` URLs.
+    pub ssl_root_cert: Option<PathBuf>,
     /// Target table names that differ from the default
     /// (`public.t` -> `t`, `s.t` -> `s_t`).
     pub table_names: BTreeMap<TableName, String>,

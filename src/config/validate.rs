@@ -433,6 +433,9 @@ fn clickhouse_sink(c: &mut Checker<'_>, raw: &RawClickHouseSink) -> Option<Click
             raw.password_file.as_ref(),
         )
         .unwrap_or_default();
+    let ssl_root_cert = c
+        .text("sink.clickhouse.ssl_root_cert", raw.ssl_root_cert.as_ref())
+        .map(PathBuf::from);
     let mut table_names = BTreeMap::new();
     for (k, v) in raw.table_names.iter().flatten() {
         let key = format!("sink.clickhouse.table_names.\"{k}\"");
@@ -482,6 +485,7 @@ fn clickhouse_sink(c: &mut Checker<'_>, raw: &RawClickHouseSink) -> Option<Click
         database,
         user,
         password,
+        ssl_root_cert,
         table_names,
         on_truncate,
         on_drop_column,

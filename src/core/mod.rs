@@ -5,6 +5,7 @@
 
 pub mod change;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod json;
 pub mod logical;

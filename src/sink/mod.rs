@@ -80,6 +80,8 @@ pub trait Sink: Send {
 pub enum SinkError {
     #[error("cannot reach ClickHouse at {url}: {message}")]
     ClickHouseUnreachable { url: String, message: String },
+    #[error("TLS to ClickHouse: {message} (check the https:// URL's host name and sink.clickhouse.ssl_root_cert)")]
+    ClickHouseTls { message: String },
     #[error("ClickHouse rejected the credentials of user \"{user}\": {message}")]
     ClickHouseAuth { user: String, message: String },
     #[error("ClickHouse error: {message}")]
@@ -117,9 +119,10 @@ impl Classify for SinkError {
             SinkError::Other {
                 transient: true, ..
             } => ErrorClass::Transient,
-            SinkError::ClickHouseAuth { .. } | SinkError::Kafka(_) | SinkError::Other { .. } => {
-                ErrorClass::Fatal
-            }
+            SinkError::ClickHouseAuth { .. }
+            | SinkError::ClickHouseTls { .. }
+            | SinkError::Kafka(_)
+            | SinkError::Other { .. } => ErrorClass::Fatal,
         }
     }
 }

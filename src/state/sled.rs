@@ -17,8 +17,9 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the database; fails while another process holds it.
     pub fn open(path: &Path) -> Result<Self, StateError> {
+        // The state names tables and positions: owner-only.
         if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
+            let _ = crate::core::files::create_private_dir(parent);
         }
         let db = sled::Config::new()
             .path(path)

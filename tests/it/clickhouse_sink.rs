@@ -38,6 +38,7 @@ async fn config() -> ClickHouseSinkConfig {
         database: db,
         user: "default".into(),
         password: Secret::new(""),
+        ssl_root_cert: None,
         table_names: BTreeMap::new(),
         on_truncate: TruncateMode::Truncate,
         on_drop_column: DropColumnMode::Keep,
@@ -53,6 +54,7 @@ async fn config() -> ClickHouseSinkConfig {
 /// Rows of `SELECT ... FORMAT JSONEachRow`.
 async fn rows(cfg: &ClickHouseSinkConfig, sql: &str) -> Vec<Value> {
     let body = sluice::sink::clickhouse::client(cfg)
+        .unwrap()
         .query_raw(sql)
         .with_setting("output_format_json_quote_64bit_integers", "0")
         .with_setting("output_format_json_quote_decimals", "0")
@@ -103,6 +105,7 @@ async fn column_types(cfg: &ClickHouseSinkConfig, table: &str) -> Vec<(String, S
 
 async fn drop_db(cfg: &ClickHouseSinkConfig) {
     sluice::sink::clickhouse::client(cfg)
+        .unwrap()
         .query_raw(&format!(
             "DROP DATABASE IF EXISTS {}",
             quote_ch_ident(&cfg.database)

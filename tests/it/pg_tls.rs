@@ -2,110 +2,13 @@
 //! replication connection and the catalog connection; clear errors when the
 //! certificate cannot be verified or the server has no TLS.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
+use crate::support::certs::make_test_certs;
 use crate::support::*;
 use sluice::config::SslMode;
 use sluice::source::postgres::replication::ReplicationConnection;
 use sluice::source::postgres::{catalog, SourceError};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1, readable by the postgres user.
-fn make_certs() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique_name("sluice_tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sluice test CA",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    // PostgreSQL (running as the postgres user) insists on a private key file.
-    for (f, mode) in [
-        ("server.key", "600"),
-        ("server.pem", "644"),
-        ("ca.pem", "644"),
-    ] {
-        Command::new("chown")
-            .args(["postgres", dir.join(f).to_str().unwrap()])
-            .status()
-            .unwrap();
-        Command::new("chmod")
-            .args([mode, dir.join(f).to_str().unwrap()])
-            .status()
-            .unwrap();
-    }
-    Command::new("chmod")
-        .args(["755", dir.to_str().unwrap()])
-        .status()
-        .unwrap();
-    dir
-}
 
 fn info(url: &str, mode: SslMode, root: Option<PathBuf>) -> sluice::config::PgConnInfo {
     let mut i = conn_info(url);
@@ -116,7 +19,7 @@ fn info(url: &str, mode: SslMode, root: Option<PathBuf>) -> sluice::config::PgCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connections_verify_the_server() {
-    let certs = make_certs();
+    let certs = make_test_certs();
     let cert = format!("ssl_cert_file={}", certs.join("server.pem").display());
     let key = format!("ssl_key_file={}", certs.join("server.key").display());
     let pg = OwnPostgres::start(&["ssl=on", &cert, &key]);

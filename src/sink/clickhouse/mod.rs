@@ -10,7 +10,11 @@ mod sink;
 mod toast;
 mod types;
 
+use std::time::Duration;
+
 use clickhouse::{Client, Compression};
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
+use hyper_util::rt::TokioExecutor;
 
 use super::SinkError;
 use crate::config::ClickHouseSinkConfig;
@@ -24,14 +28,53 @@ pub use types::ServerCaps;
 /// parts/queries, memory limits, network and replica trouble.
 const RETRYABLE_CODES: &[u32] = &[159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425, 999];
 
-/// A client for the configured server. Compression is off: the HTTP body is
-/// already a compact Arrow stream, and any ClickHouse HTTP endpoint accepts it.
-pub fn client(cfg: &ClickHouseSinkConfig) -> Client {
-    Client::default()
+/// How long an idle pooled connection is kept; below the server's default
+/// keep-alive timeout (3 s), so the pool never reuses one the server closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// A client for the configured server, over HTTP or HTTPS (rustls; the
+/// certificate and host name are always verified, against the web roots plus
+/// `ssl_root_cert`). Compression is off: the HTTP body is already a compact
+/// Arrow stream, and any ClickHouse HTTP endpoint accepts it.
+pub fn client(cfg: &ClickHouseSinkConfig) -> Result<Client, SinkError> {
+    let tls = crate::tls::client_config(
+        "sink.clickhouse.ssl_root_cert",
+        cfg.ssl_root_cert.as_deref(),
+    )
+    .map_err(|e| SinkError::ClickHouseTls { message: e.0 })?;
+    let mut http = HttpConnector::new();
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let http_client = HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector);
+    Ok(Client::with_http_client(http_client)
         .with_url(&cfg.url)
         .with_user(&cfg.user)
         .with_password(cfg.password.expose())
-        .with_compression(Compression::None)
+        .with_compression(Compression::None))
+}
+
+/// The error and every cause under it, `: `-joined (the client's own message
+/// hides the cause, e.g. which certificate check failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
 }
 
 /// The `Code: N` of a ClickHouse exception message, if any.
@@ -50,8 +93,14 @@ pub fn is_retryable_code(code: u32) -> bool {
 
 /// Maps a client error to the sink error users can act on. Never leaks the password.
 pub fn map_error(cfg: &ClickHouseSinkConfig, e: clickhouse::error::Error) -> SinkError {
-    let message = redact(&e.to_string(), &cfg.password);
+    let message = redact(&with_causes(&e), &cfg.password);
     match e {
+        // A certificate that does not verify is a setup problem, not an outage.
+        clickhouse::error::Error::Network(_) if message.contains("certificate") => {
+            SinkError::ClickHouseTls {
+                message: format!("{}: {message}", cfg.url),
+            }
+        }
         clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
             SinkError::ClickHouseUnreachable {
                 url: cfg.url.clone(),
@@ -70,7 +119,7 @@ pub fn map_error(cfg: &ClickHouseSinkConfig, e: clickhouse::error::Error) -> Sin
 
 /// Server version, proving the server is reachable and accepts our credentials.
 pub async fn server_version(cfg: &ClickHouseSinkConfig) -> Result<String, SinkError> {
-    client(cfg)
+    client(cfg)?
         .query("SELECT version()")
         .fetch_one::<String>()
         .await
@@ -78,7 +127,7 @@ pub async fn server_version(cfg: &ClickHouseSinkConfig) -> Result<String, SinkEr
 }
 
 pub async fn database_exists(cfg: &ClickHouseSinkConfig) -> Result<bool, SinkError> {
-    client(cfg)
+    client(cfg)?
         .query("SELECT count() FROM system.databases WHERE name = ?")
         .bind(&cfg.database)
         .fetch_one::<u64>()

@@ -45,22 +45,23 @@ struct TableState {
 }
 
 impl ClickHouseSink {
-    /// A sink for the configured server; no I/O until [`Sink::open`].
-    pub fn new(cfg: &ClickHouseSinkConfig) -> Self {
-        ClickHouseSink {
+    /// A sink for the configured server; no I/O until [`Sink::open`]. Fails
+    /// only when the TLS settings cannot be loaded.
+    pub fn new(cfg: &ClickHouseSinkConfig) -> Result<Self, SinkError> {
+        Ok(ClickHouseSink {
             cfg: cfg.clone(),
-            client: client(cfg),
+            client: client(cfg)?,
             caps: ServerCaps::classic(),
             tables: HashMap::new(),
             failed: BTreeMap::new(),
             newly_failed: Vec::new(),
-        }
+        })
     }
 
     /// Connects, learns what the server supports, creates the database if
     /// missing (the same as [`Sink::open`], for callers that hold a config).
     pub async fn connect(cfg: &ClickHouseSinkConfig) -> Result<Self, SinkError> {
-        let mut sink = ClickHouseSink::new(cfg);
+        let mut sink = ClickHouseSink::new(cfg)?;
         sink.open().await?;
         Ok(sink)
     }
@@ -594,7 +595,7 @@ impl Sink for ClickHouseSink {
     fn fork(&self) -> Self {
         ClickHouseSink {
             cfg: self.cfg.clone(),
-            client: client(&self.cfg),
+            client: self.client.clone(),
             caps: self.caps,
             tables: HashMap::new(),
             failed: BTreeMap::new(),

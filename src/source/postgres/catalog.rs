@@ -227,6 +227,20 @@ pub async fn table_size(c: &Client, t: &TableName) -> Result<Option<TableSize>, 
     }))
 }
 
+/// Whether the connected user may read a table: (USAGE on its schema,
+/// SELECT on the table). The snapshot and `sluice check` need both.
+pub async fn read_privileges(c: &Client, t: &TableName) -> Result<(bool, bool), SourceError> {
+    let row = c
+        .query_one(
+            "SELECT has_schema_privilege(n.oid, 'USAGE'), has_table_privilege(c.oid, 'SELECT')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&t.schema, &t.name],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// The primary key's column and SQL type when it has exactly one column.
 pub async fn single_column_key(
     c: &Client,

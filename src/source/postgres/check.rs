@@ -168,6 +168,19 @@ async fn check(cfg: &PostgresSourceConfig, report: &mut Report) {
             Ok(None) => report.fail(subject, format!("table {t} does not exist")),
             Ok(Some(info)) => {
                 all_owned &= info.owned_by_current_user;
+                let user = crate::config::quote_ident(&cfg.conn.user);
+                match catalog::read_privileges(&client, t).await {
+                    Ok((false, _)) => report.fail(subject, format!(
+                        "user \"{}\" lacks USAGE on schema {}: GRANT USAGE ON SCHEMA {} TO {user}",
+                        cfg.conn.user, t.schema, crate::config::quote_ident(&t.schema)
+                    )),
+                    Ok((true, false)) => report.fail(subject, format!(
+                        "user \"{}\" lacks SELECT on {t} (the snapshot reads it): GRANT SELECT ON {} TO {user}",
+                        cfg.conn.user, t.quoted()
+                    )),
+                    Ok((true, true)) => {}
+                    Err(e) => report.fail(subject, format!("table {t}: {e}")),
+                }
                 if !info.primary_key.is_empty() {
                     report.ok(
                         subject,

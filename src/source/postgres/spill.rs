@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
+use crate::core::files::{create_private_dir, create_private_file};
+
 /// Per-transaction bytes kept in memory before spilling to disk.
 pub const DEFAULT_MEMORY_PER_TXN: usize = 4 << 20;
 
@@ -27,7 +29,8 @@ pub struct StreamSpill {
 }
 
 impl StreamSpill {
-    /// Spill files go to `dir` (created on demand; stale files removed).
+    /// Spill files go to `dir` (created on demand, owner-only; files a
+    /// crashed run left behind are removed here, at start-up).
     pub fn new(dir: impl Into<PathBuf>, memory_per_txn: usize) -> Self {
         let dir = dir.into();
         let _ = std::fs::remove_dir_all(&dir);
@@ -52,9 +55,10 @@ impl StreamSpill {
         held.memory_bytes += msg.len() + 16;
         held.memory.push((wal_start, msg));
         if held.memory_bytes > limit {
-            std::fs::create_dir_all(&dir)?;
+            // Row data: owner-only.
+            create_private_dir(&dir)?;
             let path = dir.join(format!("xid-{xid}.spill"));
-            let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+            let mut w = BufWriter::with_capacity(1 << 20, create_private_file(&path)?);
             for (lsn, m) in held.memory.drain(..) {
                 write_record(&mut w, lsn, &m)?;
             }
@@ -182,5 +186,20 @@ mod tests {
         assert!(s.is_empty());
         let (replay, _) = s.take(8).unwrap();
         assert!(drain(replay).is_empty());
+    }
+
+    #[test]
+    fn spill_files_are_owner_only_and_stale_ones_go_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spill");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("xid-1.spill"), b"left by a crash").unwrap();
+        let mut s = StreamSpill::new(&dir, 8);
+        assert!(!dir.join("xid-1.spill").exists(), "stale spill file kept");
+        s.append(3, 1, Bytes::from(vec![0u8; 64])).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("xid-3.spill")), 0o600);
     }
 }

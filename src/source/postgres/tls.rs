@@ -13,43 +13,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::source::error::SourceError;
 
 /// A rustls client configuration trusting the web roots plus `root_cert`.
 pub fn client_config(root_cert: Option<&Path>) -> Result<Arc<ClientConfig>, SourceError> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = root_cert {
-        let pem = std::fs::read(path).map_err(|e| {
-            SourceError::Tls(format!("cannot read ssl_root_cert {}: {e}", path.display()))
-        })?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert
-                .map_err(|e| SourceError::Tls(format!("ssl_root_cert {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| SourceError::Tls(format!("ssl_root_cert {}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(SourceError::Tls(format!(
-                "ssl_root_cert {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SourceError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::tls::client_config("source.postgres.ssl_root_cert", root_cert)
+        .map_err(|e| SourceError::Tls(e.0))
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, SourceError> {

@@ -15,6 +15,9 @@ pub struct TestPipeline {
     /// The ClickHouse database it writes into.
     pub ch_db: String,
     pub clickhouse_url: String,
+    /// Query ClickHouse with the pipeline's own settings (user, password,
+    /// TLS CA) through sluice's client, for servers that demand them.
+    pub ch_from_config: bool,
     runs: u32,
     /// `sluice run` processes started, killed if still running when the
     /// test ends (a failed assertion must not leave one behind).
@@ -87,6 +90,7 @@ database = "{name}"
             config,
             dir,
             clickhouse_url: ch_url.to_owned(),
+            ch_from_config: false,
             runs: 0,
             pids: Vec::new(),
         }
@@ -127,9 +131,17 @@ database = "{name}"
 
     /// Runs a ClickHouse query against this pipeline's server (TSV out).
     pub async fn ch(&self, sql: &str) -> Result<String, String> {
-        let client = clickhouse::Client::default()
-            .with_url(&self.clickhouse_url)
-            .with_compression(clickhouse::Compression::None);
+        let client = if self.ch_from_config {
+            let config = sluice::load_config(&self.config).map_err(|e| e.to_string())?;
+            let sluice::config::SinkConfig::ClickHouse(ch) = &config.sink else {
+                return Err("the pipeline's sink is not ClickHouse".into());
+            };
+            sluice::sink::clickhouse::client(ch).map_err(|e| e.to_string())?
+        } else {
+            clickhouse::Client::default()
+                .with_url(&self.clickhouse_url)
+                .with_compression(clickhouse::Compression::None)
+        };
         let mut cursor = client
             .query(sql)
             .fetch_bytes("TabSeparated")

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod e2e;
 pub mod source;
 
@@ -338,17 +339,30 @@ pub struct OwnClickHouse {
     pub port: u16,
     pub dir: PathBuf,
     pub url: String,
+    args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl OwnClickHouse {
     pub fn start() -> OwnClickHouse {
+        Self::start_with(&[])
+    }
+
+    /// With options of scripts/chdb_http.py (`--users-file F`, `--tls-cert F
+    /// --tls-key F`: the URL is then https://localhost:PORT).
+    pub fn start_with(args: &[&str]) -> OwnClickHouse {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique_name("sluice_ch"));
+        let tls = args.contains(&"--tls-cert");
         let mut ch = OwnClickHouse {
-            url: format!("http://127.0.0.1:{port}"),
+            url: if tls {
+                format!("https://localhost:{port}")
+            } else {
+                format!("http://127.0.0.1:{port}")
+            },
             port,
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         ch.spawn();
@@ -362,6 +376,7 @@ impl OwnClickHouse {
             .arg(repo_root().join("scripts/chdb_http.py"))
             .args(["--port", &self.port.to_string(), "--data"])
             .arg(self.dir.join("data"))
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
