@@ -22,6 +22,11 @@ pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// Well under PostgreSQL's default wal_sender_timeout (60 s).
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long PostgreSQL may stay silent when an answer is due (mid-message,
+/// or after sluice asked for a keepalive) before the connection is dropped
+/// and made again.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MIN_READ_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
 pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "default";
 pub const DEFAULT_KAFKA_TOPIC_PREFIX: &str = "sluice";
@@ -86,6 +91,7 @@ pub struct RawPostgresSource {
     pub binary: Option<bool>,
     pub status_interval: Option<ConfigDuration>,
     pub connect_timeout: Option<ConfigDuration>,
+    pub read_timeout: Option<ConfigDuration>,
     /// PEM file of the CA that signed the server's certificate (TLS).
     pub ssl_root_cert: Option<String>,
     /// "text" (default) or "decimal(P,S)".
@@ -235,6 +241,8 @@ pub struct PgConnInfo {
     pub ssl_mode: SslMode,
     pub application_name: String,
     pub connect_timeout: Duration,
+    /// See [`DEFAULT_READ_TIMEOUT`].
+    pub read_timeout: Duration,
     /// Extra trusted CA certificates (PEM) for TLS.
     pub ssl_root_cert: Option<PathBuf>,
 }

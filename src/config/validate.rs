@@ -160,6 +160,16 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         .connect_timeout
         .map(|d| d.0)
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let read_timeout = raw
+        .read_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_READ_TIMEOUT);
+    if read_timeout < MIN_READ_TIMEOUT {
+        c.err(
+            "source.postgres.read_timeout",
+            format!("must be at least {MIN_READ_TIMEOUT:?}"),
+        );
+    }
     let ssl_root_cert = c
         .text("source.postgres.ssl_root_cert", raw.ssl_root_cert.as_ref())
         .map(PathBuf::from);
@@ -167,6 +177,7 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         .and_then(|u| pg_conn_info(c, &u, password, connect_timeout))
         .map(|mut conn| {
             conn.ssl_root_cert = ssl_root_cert;
+            conn.read_timeout = read_timeout;
             conn
         });
 
@@ -319,6 +330,7 @@ fn pg_conn_info(
         ssl_mode,
         application_name: parsed.get_application_name().unwrap_or("sluice").to_owned(),
         connect_timeout,
+        read_timeout: DEFAULT_READ_TIMEOUT,
         ssl_root_cert: None,
     })
 }

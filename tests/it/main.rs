@@ -15,6 +15,7 @@ mod e2e_lifecycle;
 mod e2e_restart;
 mod e2e_snapshot;
 mod pg_auth;
+mod pg_bad_server;
 mod pg_idle;
 mod pg_large_txn;
 mod pg_slots;

@@ -199,9 +199,12 @@ impl Session {
                 }
                 // While idle, ask the server to answer with a keepalive: its
                 // WAL end lets an idle slot advance (see maybe_idle_advance).
+                // A server quiet for a whole interval is asked too, so a
+                // dead one times out (the wire's read timeout).
                 _ = tick.tick() => {
                     let idle = self.assembler.is_idle() && self.spill.is_empty();
-                    self.send_status(idle).await?
+                    let quiet = self.repl.wire.quiet_for() >= self.cfg.status_interval;
+                    self.send_status(idle || quiet).await?
                 }
                 _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks, FlushReason::MaxDelay).await?,
                 data = self.repl.wire.next_copy_data() => {
@@ -464,6 +467,9 @@ impl Session {
             pg_now_micros(),
             reply,
         );
+        if reply {
+            self.repl.wire.expect_reply();
+        }
         self.repl.wire.send_copy_data(msg).await
     }
 

@@ -11,12 +11,19 @@ use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant};
 
 use crate::config::{PgConnInfo, SslMode};
 use crate::secret::redact;
 use crate::source::error::{PgServerError, SourceError};
 
 const READ_CHUNK: usize = 64 * 1024;
+/// No PostgreSQL message is larger: the server's own buffers stop at 1 GiB.
+/// A length field above it is a broken or hostile server, not a big row.
+pub const MAX_MESSAGE_LEN: usize = 1 << 30;
+/// Buffer reserved ahead of the bytes that have arrived: a frame's claimed
+/// length never decides an allocation by itself.
+const MAX_READ_AHEAD: usize = 1 << 20;
 
 /// Result rows of a simple query, as text (None = NULL).
 #[derive(Debug, Default)]
@@ -42,11 +49,19 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// One frontend connection. Frames are read into one buffer and split off
 /// without copying; CopyData payloads are handed out as `Bytes`.
+///
+/// Reads time out (`read_timeout`) whenever an answer is due: in the middle
+/// of a frame, and after [`PgWire::expect_reply`] (a status update asking
+/// for a keepalive). A server that is simply quiet (no changes, or a long
+/// CREATE_REPLICATION_SLOT) is not an error.
 pub struct PgWire {
     stream: Box<dyn PgIo>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     in_copy_both: bool,
+    read_timeout: Duration,
+    last_heard: Instant,
+    reply_asked_at: Option<Instant>,
 }
 
 impl PgWire {
@@ -74,6 +89,9 @@ impl PgWire {
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(1024),
             in_copy_both: false,
+            read_timeout: info.read_timeout,
+            last_heard: Instant::now(),
+            reply_asked_at: None,
         };
         let mut params: Vec<(&str, &str)> = vec![
             ("user", &info.user),
@@ -91,10 +109,37 @@ impl PgWire {
         }
         params.extend_from_slice(extra);
         frontend::startup_message(params.iter().copied(), &mut wire.write_buf)?;
-        wire.flush().await?;
-        wire.authenticate(info).await?;
-        wire.wait_ready().await?;
+        // The whole start-up answers within the connect timeout.
+        let startup = async {
+            wire.flush().await?;
+            wire.authenticate(info).await?;
+            wire.wait_ready().await
+        };
+        match tokio::time::timeout(info.connect_timeout, startup).await {
+            Ok(done) => done?,
+            Err(_) => return Err(SourceError::Connect {
+                addr: format!("{}:{}", info.host, info.port),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer to the start-up within {:?} (source.postgres.connect_timeout)",
+                        info.connect_timeout
+                    ),
+                ),
+            }),
+        }
         Ok(wire)
+    }
+
+    /// The caller asked the server for an answer (a status update with the
+    /// reply flag): from now on a silent server times out.
+    pub fn expect_reply(&mut self) {
+        self.reply_asked_at.get_or_insert_with(Instant::now);
+    }
+
+    /// How long since the last byte arrived.
+    pub fn quiet_for(&self) -> Duration {
+        self.last_heard.elapsed()
     }
 
     async fn authenticate(&mut self, info: &PgConnInfo) -> Result<(), SourceError> {
@@ -342,31 +387,59 @@ impl PgWire {
         Ok(())
     }
 
-    /// Reads one whole frame: its tag and the frame bytes (tag and length included).
+    /// Reads one whole frame: its tag and the frame bytes (tag and length
+    /// included). The buffer grows as bytes arrive, never to a claimed length.
     async fn read_frame(&mut self) -> Result<(u8, BytesMut), SourceError> {
         loop {
             if self.read_buf.len() >= 5 {
                 let len = u32::from_be_bytes(self.read_buf[1..5].try_into().unwrap()) as usize;
-                if len < 4 {
-                    return Err(SourceError::Protocol(format!("bad frame length {len}")));
-                }
+                check_frame_len(self.read_buf[0], len)?;
                 let total = 1 + len;
                 if self.read_buf.len() >= total {
                     let tag = self.read_buf[0];
                     return Ok((tag, self.read_buf.split_to(total)));
                 }
+                let missing = total - self.read_buf.len();
                 self.read_buf
-                    .reserve(total.max(READ_CHUNK) - self.read_buf.len());
+                    .reserve(missing.clamp(READ_CHUNK, MAX_READ_AHEAD));
             } else {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            let n = self.stream.read_buf(&mut self.read_buf).await?;
+            let mid_frame = !self.read_buf.is_empty();
+            let deadline = if mid_frame {
+                Some(self.last_heard + self.read_timeout)
+            } else {
+                self.reply_asked_at.map(|t| t + self.read_timeout)
+            };
+            let read = self.stream.read_buf(&mut self.read_buf);
+            let n = match deadline {
+                None => read.await?,
+                Some(d) => match tokio::time::timeout_at(d, read).await {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        return Err(SourceError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "the server sent nothing for {:?}{} (source.postgres.read_timeout); reconnecting",
+                                self.read_timeout,
+                                if mid_frame { " in the middle of a message" } else { " after being asked for a keepalive" }
+                            ),
+                        )))
+                    }
+                },
+            };
             if n == 0 {
                 return Err(SourceError::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    "server closed the connection",
+                    if self.read_buf.is_empty() {
+                        "server closed the connection"
+                    } else {
+                        "server closed the connection in the middle of a message"
+                    },
                 )));
             }
+            self.last_heard = Instant::now();
+            self.reply_asked_at = None;
         }
     }
 
@@ -426,6 +499,25 @@ async fn tls_connect(
         })
 }
 
+/// A frame length the protocol allows: at least its own 4 bytes, at most
+/// [`MAX_MESSAGE_LEN`]. An error here is retryable (reconnect), like any
+/// connection that went bad.
+fn check_frame_len(tag: u8, len: usize) -> Result<(), SourceError> {
+    if len < 4 {
+        return Err(SourceError::Protocol(format!("bad frame length {len}")));
+    }
+    if len > MAX_MESSAGE_LEN {
+        return Err(SourceError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the server sent a '{}' message claiming {len} bytes, more than the {MAX_MESSAGE_LEN}-byte maximum of the protocol (a broken server or something else on that port)",
+                tag.escape_ascii()
+            ),
+        )));
+    }
+    Ok(())
+}
+
 fn parse_error_frame(frame: &mut BytesMut) -> Result<PgServerError, SourceError> {
     match Message::parse(frame)? {
         Some(Message::ErrorResponse(body)) => server_error(body.fields()),
@@ -448,4 +540,22 @@ fn server_error(mut fields: ErrorFields<'_>) -> Result<PgServerError, SourceErro
         }
     }
     Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lengths_are_bounded_before_anything_is_allocated() {
+        assert!(check_frame_len(b'd', 4).is_ok());
+        assert!(check_frame_len(b'd', MAX_MESSAGE_LEN).is_ok());
+        let e = check_frame_len(b'd', 2 << 30).unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("claiming 2147483648 bytes"), "{e}");
+        assert!(matches!(
+            check_frame_len(b'Z', 3),
+            Err(SourceError::Protocol(_))
+        ));
+    }
 }

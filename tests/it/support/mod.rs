@@ -129,6 +129,7 @@ pub fn conn_info(url: &str) -> PgConnInfo {
         ssl_mode: SslMode::Disable,
         application_name: "sluice-test".into(),
         connect_timeout: Duration::from_secs(10),
+        read_timeout: sluice::config::DEFAULT_READ_TIMEOUT,
         ssl_root_cert: None,
     }
 }
