@@ -117,16 +117,18 @@ impl PgWire {
         };
         match tokio::time::timeout(info.connect_timeout, startup).await {
             Ok(done) => done?,
-            Err(_) => return Err(SourceError::Connect {
-                addr: format!("{}:{}", info.host, info.port),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
+            Err(_) => {
+                return Err(SourceError::Connect {
+                    addr: format!("{}:{}", info.host, info.port),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
                         "no answer to the start-up within {:?} (source.postgres.connect_timeout)",
                         info.connect_timeout
                     ),
-                ),
-            }),
+                    ),
+                })
+            }
         }
         Ok(wire)
     }
