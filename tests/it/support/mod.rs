@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod kafka;
 pub mod source;
 
 use std::collections::HashMap;
