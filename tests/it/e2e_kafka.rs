@@ -194,3 +194,89 @@ async fn changes_rebuild_equal_tables_from_debezium_events() {
     );
     assert!(terminate(&mut run, Duration::from_secs(30)).success());
 }
+
+/// Kills a `sluice` process the test started if the test fails first.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_config_runs_against_the_test_broker() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let db = fresh_db("kafka_cfg").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text);
+             CREATE TABLE orders (id bigint PRIMARY KEY, customer int, amount numeric(12,2));
+             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+    let brokers = servers().kafka_brokers.clone();
+    let topics = ["shop.public.orders", "shop.public.customers"].map(String::from);
+    // Topics of an earlier run of this test would replay its events.
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
+
+    let dir = std::env::temp_dir().join(unique_name("kafka_cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = repo_root().join("configs/pg_to_kafka.toml");
+    let log_path = dir.join("run.log");
+    let mut run = Running(
+        std::process::Command::new(sluice_bin())
+            .args(["run", "-c"])
+            .arg(&config)
+            .current_dir(&dir)
+            .env("SHOP_PG_URL", &db.url)
+            .env("KAFKA_BROKERS", &brokers)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_slot(&db.client, "sluice_shop_kafka").await;
+    db.client
+        .batch_execute(
+            "INSERT INTO orders SELECT g, g % 20 + 1, g * 2.5 FROM generate_series(1, 50) g;
+             UPDATE customers SET name = 'renamed' WHERE id <= 5;
+             DELETE FROM orders WHERE id > 45;",
+        )
+        .await
+        .unwrap();
+    let mut log = ChangeLog::open(&brokers, &topics);
+    let start = Instant::now();
+    loop {
+        log.poll_for(Duration::from_millis(500));
+        let mut orders = pg_tsv(
+            &db.client,
+            "SELECT id::text, customer::text, amount::text FROM orders",
+        )
+        .await;
+        orders.sort();
+        let mut customers = pg_tsv(&db.client, "SELECT id::text, name FROM customers").await;
+        customers.sort();
+        if log.tsv(&topics[0], &["id", "customer", "amount"]) == orders
+            && log.tsv(&topics[1], &["id", "name"]) == customers
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the shipped config's pipeline did not deliver; log:\n{}",
+            tail(&std::fs::read_to_string(&log_path).unwrap_or_default(), 30)
+        );
+    }
+    assert!(terminate(&mut run.0, Duration::from_secs(30)).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
