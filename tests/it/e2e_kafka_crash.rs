@@ -37,9 +37,9 @@ async fn load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>) {
             30..=34 => format!("DELETE FROM orders WHERE id IN (SELECT id FROM orders ORDER BY random() LIMIT {n})"),
             35..=39 => format!("UPDATE lines SET qty = qty + 1 WHERE order_id = (SELECT max(order_id) FROM lines WHERE order_id < {next} - {a})"),
             40..=42 => format!("UPDATE lines SET line_no = line_no + 1000 WHERE order_id = (SELECT min(order_id) FROM lines WHERE order_id > {next} - {a}) AND line_no < 1000"),
-            43..=45 => format!("DELETE FROM lines WHERE order_id = (SELECT min(order_id) FROM lines)"),
+            43..=45 => "DELETE FROM lines WHERE order_id = (SELECT min(order_id) FROM lines)".into(),
             46..=50 => format!("INSERT INTO audit VALUES ({next}, {n}, {BIG})"),
-            51..=55 => format!("UPDATE audit SET n = n + 1 WHERE id IN (SELECT id FROM audit ORDER BY random() LIMIT 3)"),
+            51..=55 => "UPDATE audit SET n = n + 1 WHERE id IN (SELECT id FROM audit ORDER BY random() LIMIT 3)".into(),
             56..=58 => "DELETE FROM audit WHERE id = (SELECT min(id) FROM audit)".into(),
             _ => "BEGIN; INSERT INTO lines VALUES (1, 1, 1); TRUNCATE lines; INSERT INTO lines VALUES (2, 1, 1); COMMIT;".into(),
         };
