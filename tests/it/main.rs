@@ -11,6 +11,7 @@ mod e2e_copy;
 mod e2e_crash;
 mod e2e_kafka;
 mod e2e_kafka_crash;
+mod e2e_kafka_outage;
 mod e2e_latency;
 mod e2e_lifecycle;
 mod e2e_restart;
