@@ -117,3 +117,43 @@ pub fn is_retryable(code: RDKafkaErrorCode) -> bool {
             | C::InvalidRecord
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Classify, ErrorClass};
+
+    fn class(code: Option<RDKafkaErrorCode>) -> ErrorClass {
+        SinkError::KafkaDelivery {
+            topic: "t".into(),
+            code,
+            message: String::new(),
+        }
+        .class()
+    }
+
+    #[test]
+    fn broker_trouble_is_retried_and_operator_errors_stop() {
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::QueueFull,
+        ] {
+            assert_eq!(class(Some(code)), ErrorClass::Transient, "{code:?}");
+        }
+        assert_eq!(class(None), ErrorClass::Transient);
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::ClusterAuthorizationFailed,
+            RDKafkaErrorCode::SaslAuthenticationFailed,
+            RDKafkaErrorCode::InvalidReplicationFactor,
+        ] {
+            assert_eq!(class(Some(code)), ErrorClass::Fatal, "{code:?}");
+        }
+    }
+}
