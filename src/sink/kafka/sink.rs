@@ -367,3 +367,44 @@ impl Sink for KafkaSink {
         super::healthcheck(&self.cfg).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        DEFAULT_KAFKA_CLEANUP_POLICY, DEFAULT_KAFKA_COMPRESSION, DEFAULT_KAFKA_UNAVAILABLE_VALUE,
+    };
+
+    #[test]
+    fn producer_settings_keep_the_guarantees() {
+        let mut properties = BTreeMap::new();
+        properties.insert("linger.ms".to_string(), "20".to_string());
+        properties.insert("client.id".to_string(), "mine".to_string());
+        let cfg = KafkaSinkConfig {
+            brokers: "b:9092".into(),
+            topic_prefix: "p".into(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            properties,
+            compression: DEFAULT_KAFKA_COMPRESSION.into(),
+            topics: BTreeMap::new(),
+            partitions: 3,
+            replication_factor: 1,
+            cleanup_policy: DEFAULT_KAFKA_CLEANUP_POLICY.into(),
+            tombstones: true,
+            unavailable_value: DEFAULT_KAFKA_UNAVAILABLE_VALUE.into(),
+        };
+        let c = KafkaSink::producer_config(&cfg);
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        // A configured property wins over sluice's default; others pass through.
+        assert_eq!(c.get("linger.ms"), Some("20"));
+        assert_eq!(c.get("client.id"), Some("mine"));
+        assert_eq!(c.get("batch.num.messages"), Some("10000"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+    }
+}
