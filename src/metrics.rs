@@ -18,6 +18,8 @@ pub const SNAPSHOT_ROWS_ESTIMATED: &str = "sluice_snapshot_rows_estimated";
 pub const TABLE_FAILURES: &str = "sluice_table_failures_total";
 pub const SOURCE_RECONNECTS: &str = "sluice_source_reconnects_total";
 pub const FLUSH_SECONDS: &str = "sluice_flush_seconds";
+/// Kafka messages sent and not yet acknowledged while a flush waits for them.
+pub const KAFKA_PENDING_DELIVERIES: &str = "sluice_kafka_pending_deliveries";
 
 /// Serves `/metrics` on `addr`.
 pub fn install(addr: SocketAddr) -> Result<(), String> {
@@ -43,6 +45,10 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
     metrics::describe_histogram!(
         FLUSH_SECONDS,
         "Seconds to apply one flush to the sink and checkpoint it"
+    );
+    metrics::describe_gauge!(
+        KAFKA_PENDING_DELIVERIES,
+        "Kafka messages a flush still waits to have acknowledged"
     );
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
     Ok(())

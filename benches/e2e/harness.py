@@ -5,7 +5,8 @@ Measures (see docs/benchmarks.md for the method):
   snapshot   COPY (FORMAT binary) drained (the emit limit), ClickHouse's
              postgresql() table function, sluice's initial snapshot
   streaming  a backlog of N changes drained by pg_recvlogical (the decode
-             limit), by `sluice run`, by ClickHouse MaterializedPostgreSQL
+             limit), by `sluice run`, by ClickHouse MaterializedPostgreSQL,
+             and by `sluice run` into Kafka (tansu; every message acknowledged)
   latency    commit -> visible in ClickHouse at a fixed rate, sluice and
              MaterializedPostgreSQL
   pgbench    pgbench's TPC-B-like load at 500 tx/s, then at full speed,
@@ -56,6 +57,9 @@ SIZES = {
 PHASES = ("snapshot", "streaming", "latency", "pgbench")
 
 CATCH_UP_TIMEOUT = 900  # s, per drain
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kafka as bench_kafka  # noqa: E402  (the Kafka side, next to this file)
 
 
 def log(*a):
@@ -663,6 +667,7 @@ class Harness:
             pg_url = urllib.parse.urlparse(env["SLUICE_TEST_PG_URL"])
             self.pg = Pg(pg_url.port, bindir)
             self.ch = Ch(env["SLUICE_TEST_CLICKHOUSE_URL"])
+            self.kafka_brokers = env.get("SLUICE_TEST_KAFKA_BROKERS")
             self.report["servers"]["mode"] = "shared (scripts/services.sh)"
         else:
             pg_port, ch_port = free_port(), free_port()
@@ -684,8 +689,13 @@ class Harness:
                     time.sleep(0.5)
             else:
                 raise RuntimeError("chdb_http.py did not come up")
+            if "streaming" in self.args.phases.split(","):
+                kport = free_port()
+                self.kafka_proc = bench_kafka.start_broker(kport, os.path.join(self.work, "tansu.log"))
+                self.kafka_brokers = f"127.0.0.1:{kport}"
             self.report["servers"]["mode"] = "private instances started by the harness"
-        self.report["servers"].update(pg_port=self.pg.port, clickhouse=self.ch.url)
+        self.report["servers"].update(pg_port=self.pg.port, clickhouse=self.ch.url,
+                                      kafka=getattr(self, "kafka_brokers", None))
         v = self.report["versions"]
         v["postgresql"] = self.pg.psql("SHOW server_version", db="postgres")
         v["clickhouse"] = self.ch.scalar("SELECT version()")
@@ -903,6 +913,7 @@ class Harness:
         t0 = time.monotonic()
         self.pg.script("\n".join(stmts))
         dt = time.monotonic() - t0
+        self.stream_deletes = 2 * dele
         return 2 * (ins + upd + dele), dt
 
     def pg_state(self):
@@ -1002,6 +1013,9 @@ user = "default"
         # Every consumer starts at the same point: slots exist before the writes.
         self.pg.psql("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
         self.pg.psql("SELECT pg_create_logical_replication_slot('bench_sluice', 'pgoutput')")
+        kafka_ok = getattr(self, "kafka_brokers", None) is not None
+        if kafka_ok:
+            self.pg.psql("SELECT pg_create_logical_replication_slot('bench_kafka', 'pgoutput')")
         mpg_ok = True
         try:
             self.create_mpg("bench_mpg", ["stream_accounts", "stream_mixed"])
@@ -1033,6 +1047,8 @@ user = "default"
         wal = self.report["streaming_workload"]["wal_bytes"]
         self.attempt("streaming", "pg_recvlogical", "both", lambda: self.drain_recvlogical(changes, target_lsn, wal))
         self.attempt("streaming", "sluice", "both", lambda: self.drain_sluice(changes, target, wal))
+        if kafka_ok:
+            self.attempt("streaming", "sluice_kafka", "both", lambda: self.drain_kafka(changes, target_lsn, wal))
         if mpg_ok:
             self.attempt("streaming", "clickhouse_materialized_postgresql", "both",
                          lambda: self.drain_mpg(changes, target, wal))
@@ -1085,6 +1101,68 @@ user = "default"
         return self.record(phase="streaming", system="sluice", table="both", rows=changes, seconds=round(dt, 3),
                            bytes=wal, peak_rss_kib=peak,
                            note="start of `sluice run` to ClickHouse FINAL state == PostgreSQL state")
+
+    def drain_kafka(self, changes, target_lsn, wal):
+        """`sluice run` into Kafka: from start until the slot's confirmed
+        position reaches the end of the backlog (confirmed only after the
+        brokers acknowledged every message and the checkpoint is saved);
+        then the topics are read back and must hold one event per change and
+        one tombstone per delete."""
+        prefix = f"bench{os.getpid()}_{int(time.time())}"
+        path = os.path.join(self.work, "bench_kafka.toml")
+        with open(path, "w") as f:
+            f.write(f"""[pipeline]
+name = "bench_kafka"
+checkpoint_dir = "{self.work}/checkpoints"
+
+[source.postgres]
+url = "{self.pg.url()}"
+slot = "bench_kafka"
+publication = "{PUB}"
+tables = ["public.stream_accounts", "public.stream_mixed"]
+initial_snapshot = false
+status_interval = "100ms"
+
+[batch]
+max_rows = 100000
+max_bytes = "64MiB"
+max_delay = "1s"
+
+[sink.kafka]
+brokers = "{self.kafka_brokers}"
+topic_prefix = "{prefix}"
+""")
+        topics = [f"{prefix}.public.stream_accounts", f"{prefix}.public.stream_mixed"]
+        t0 = time.monotonic()
+        p = self.start_sluice(path, "kafka")
+        peaks = []
+        try:
+            while True:
+                if p.poll() is not None:
+                    raise RuntimeError(f"sluice exited {p.returncode}: {self.log_tail('kafka')}")
+                v = rss_peak_kib(p.pid)
+                if v:
+                    peaks.append(v)
+                done = self.pg.psql("SELECT confirmed_flush_lsn >= '" + target_lsn + "'::pg_lsn "
+                                    "FROM pg_replication_slots WHERE slot_name = 'bench_kafka'")
+                if done == "t":
+                    break
+                if time.monotonic() - t0 > CATCH_UP_TIMEOUT:
+                    raise RuntimeError(f"not caught up after {CATCH_UP_TIMEOUT} s: {self.log_tail('kafka')}")
+                time.sleep(0.1)
+            dt = time.monotonic() - t0
+        finally:
+            self.stop(p)
+        expected = changes + self.stream_deletes
+        got = bench_kafka.count_messages(self.kafka_brokers, topics)
+        if got != expected:
+            raise RuntimeError(f"{got} messages in the topics, expected {expected} "
+                               f"({changes} events + {self.stream_deletes} tombstones)")
+        return self.record(phase="streaming", system="sluice_kafka", table="both", rows=changes,
+                           seconds=round(dt, 3), bytes=wal, messages=got,
+                           peak_rss_kib=max(peaks) if peaks else None,
+                           note="start of `sluice run` (Kafka sink) to the slot confirmed at the backlog's end; "
+                                "messages counted afterwards")
 
     def drain_mpg(self, changes, target, wal):
         # Proof that the backlog was not consumed while paused.
@@ -1648,11 +1726,14 @@ database = "{ch_db}"
                     self.chdb_proc.kill()
             if getattr(self, "pgdir", None):
                 run(["bash", os.path.join(ROOT, "scripts/pg-instance.sh"), "stop", self.pgdir], check=False)
+            if getattr(self, "kafka_proc", None):
+                self.kafka_proc.kill()
+                self.kafka_proc.wait()
             if not self.args.keep:
                 shutil.rmtree(self.work, ignore_errors=True)
         else:
             try:
-                for slot in ("bench_recv", "bench_sluice", "bench_sluice_lat", PGB_SLUICE_SLOT, PGB_TS_SLOT):
+                for slot in ("bench_recv", "bench_sluice", "bench_kafka", "bench_sluice_lat", PGB_SLUICE_SLOT, PGB_TS_SLOT):
                     self.pg.psql(f"SELECT pg_drop_replication_slot('{slot}') FROM pg_replication_slots "
                                  f"WHERE slot_name = '{slot}' AND NOT active")
                 self.pg.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")

@@ -4,7 +4,8 @@
 use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::core::health::Report;
 use crate::sink::clickhouse::ClickHouseSink;
-use crate::sink::{kafka, Sink};
+use crate::sink::kafka::KafkaSink;
+use crate::sink::Sink;
 use crate::source::postgres::PgSource;
 use crate::source::Source;
 
@@ -21,7 +22,10 @@ pub async fn run(config: &Config) -> Report {
             Ok(sink) => report.extend(sink.healthcheck().await),
             Err(e) => report.fail("clickhouse", e.to_string()),
         },
-        SinkConfig::Kafka(k) => report.extend(kafka::healthcheck(k).await),
+        SinkConfig::Kafka(k) => {
+            let SourceConfig::Postgres(pg) = &config.source;
+            report.extend(KafkaSink::new(k, &pg.conn.dbname).healthcheck().await)
+        }
     }
     report
 }

@@ -8,6 +8,7 @@ use super::{progress, requests};
 use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
+use crate::sink::kafka::KafkaSink;
 use crate::source::postgres::PgSource;
 use crate::state::{sidecar, SledStore};
 
@@ -92,8 +93,9 @@ async fn run_with(
             let sink = ClickHouseSink::new(ch)?;
             run_pipeline(source, sink, store, opts, control, shutdown).await
         }
-        SinkConfig::Kafka(_) => Err(PipelineError::Unsupported(
-            "`sluice run` supports the ClickHouse sink in this version; the Kafka sink is not implemented yet".into(),
-        )),
+        SinkConfig::Kafka(k) => {
+            let sink = KafkaSink::new(k, &pg.conn.dbname);
+            run_pipeline(source, sink, store, opts, control, shutdown).await
+        }
     }
 }

@@ -22,7 +22,7 @@ pub fn flush_lines<P>(flush: &Flush<P>) -> Vec<Value> {
     let mut lines = Vec::new();
     for item in &flush.items {
         match item {
-            SinkItem::Truncate(tables) => lines.push(json!({
+            SinkItem::Truncate(tables, _) => lines.push(json!({
                 "op": "truncate",
                 "tables": tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             })),

@@ -30,6 +30,26 @@ pub const MIN_READ_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
 pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "default";
 pub const DEFAULT_KAFKA_TOPIC_PREFIX: &str = "sluice";
+/// librdkafka `compression.type` unless configured.
+pub const DEFAULT_KAFKA_COMPRESSION: &str = "zstd";
+/// Partitions of a topic sluice creates.
+pub const DEFAULT_KAFKA_PARTITIONS: i32 = 1;
+/// Replication factor of a topic sluice creates.
+pub const DEFAULT_KAFKA_REPLICATION_FACTOR: i32 = 1;
+/// `cleanup.policy` of a topic sluice creates (`compact` keeps the latest
+/// event per key; tombstones then remove deleted keys).
+pub const DEFAULT_KAFKA_CLEANUP_POLICY: &str = "delete";
+/// Debezium's default `unavailable.value.placeholder`: what an unchanged
+/// TOASTed value is sent as when the old value is not known.
+pub const DEFAULT_KAFKA_UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+/// librdkafka settings sluice's delivery guarantee depends on: not
+/// overridable through `properties`.
+pub const KAFKA_FIXED_PROPERTIES: [&str; 4] = [
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "partitioner",
+];
 /// Copy readers at most by default (fewer on machines with fewer cores).
 pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 4;
 pub const MAX_SNAPSHOT_PARALLELISM: usize = 64;
@@ -156,6 +176,20 @@ pub struct RawKafkaSink {
     pub sasl_password_file: Option<String>,
     /// Extra librdkafka properties, passed through as written.
     pub properties: Option<BTreeMap<String, String>>,
+    /// "zstd" (default), "lz4", "snappy", "gzip" or "none".
+    pub compression: Option<String>,
+    /// "schema.table" -> topic, instead of `<topic_prefix>.<schema>.<table>`.
+    pub topics: Option<BTreeMap<String, String>>,
+    /// Of topics sluice creates.
+    pub partitions: Option<i64>,
+    pub replication_factor: Option<i64>,
+    /// "delete" (default), "compact" or "compact,delete".
+    pub cleanup_policy: Option<String>,
+    /// A tombstone (key, null value) after each delete; default true.
+    pub tombstones: Option<bool>,
+    /// What an unchanged TOASTed value is sent as (tables without REPLICA
+    /// IDENTITY FULL).
+    pub unavailable_value: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,6 +421,24 @@ pub struct KafkaSinkConfig {
     pub sasl_username: Option<String>,
     pub sasl_password: Option<Secret>,
     pub properties: BTreeMap<String, String>,
+    pub compression: String,
+    /// Topic names that differ from the default.
+    pub topics: BTreeMap<TableName, String>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub cleanup_policy: String,
+    pub tombstones: bool,
+    pub unavailable_value: String,
+}
+
+impl KafkaSinkConfig {
+    /// The topic a source table's events go to.
+    pub fn topic(&self, t: &TableName) -> String {
+        match self.topics.get(t) {
+            Some(n) => n.clone(),
+            None => format!("{}.{}.{}", self.topic_prefix, t.schema, t.name),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

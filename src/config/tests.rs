@@ -335,3 +335,55 @@ fn clickhouse_table_options() {
         "{e}"
     );
 }
+
+fn kafka_config(extra: &str) -> Result<Config, ConfigError> {
+    let start = GOOD.find("[sink.clickhouse]").unwrap();
+    let end = GOOD.find("[metrics]").unwrap();
+    check(&format!(
+        "{}[sink.kafka]\nbrokers = \"127.0.0.1:9092\"\n{extra}\n{}",
+        &GOOD[..start],
+        &GOOD[end..]
+    ))
+}
+
+#[test]
+fn kafka_defaults_topics_and_fixed_settings() {
+    let c = kafka_config(
+        "topic_prefix = \"shop\"\n[sink.kafka.topics]\n\"public.customers\" = \"crm.customers\"",
+    )
+    .unwrap();
+    let SinkConfig::Kafka(k) = c.sink else {
+        panic!("kafka sink expected")
+    };
+    assert_eq!(k.compression, DEFAULT_KAFKA_COMPRESSION);
+    assert_eq!(k.partitions, DEFAULT_KAFKA_PARTITIONS);
+    assert_eq!(k.replication_factor, DEFAULT_KAFKA_REPLICATION_FACTOR);
+    assert_eq!(k.cleanup_policy, DEFAULT_KAFKA_CLEANUP_POLICY);
+    assert!(k.tombstones);
+    assert_eq!(k.unavailable_value, DEFAULT_KAFKA_UNAVAILABLE_VALUE);
+    assert_eq!(
+        k.topic(&TableName::new("public", "orders")),
+        "shop.public.orders"
+    );
+    assert_eq!(
+        k.topic(&TableName::new("public", "customers")),
+        "crm.customers"
+    );
+
+    let e = kafka_config("compression = \"brotli\"\npartitions = 0\ncleanup_policy = \"keep\"\n[sink.kafka.properties]\nacks = \"1\"\n\"compression.type\" = \"gzip\"")
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "sink.kafka.compression: `brotli` is not one of",
+        "sink.kafka.partitions: must be between 1 and",
+        "sink.kafka.cleanup_policy: `keep` is not one of",
+        "sink.kafka.properties.acks: is fixed by sluice",
+        "sink.kafka.properties.compression.type: use sink.kafka.compression",
+    ] {
+        assert!(e.contains(want), "{want} not in {e}");
+    }
+    let e = kafka_config("[sink.kafka.topics]\n\"public.orders\" = \"bad topic\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a topic name"), "{e}");
+}

@@ -548,10 +548,83 @@ fn kafka_sink(c: &mut Checker<'_>, raw: &RawKafkaSink) -> Option<KafkaSinkConfig
             );
             continue;
         }
+        if KAFKA_FIXED_PROPERTIES.contains(&k.as_str()) {
+            c.err(
+                &key,
+                "is fixed by sluice (acks=all, idempotence, murmur2 partitioner): remove it",
+            );
+            continue;
+        }
+        if k == "compression.type" || k == "compression.codec" {
+            c.err(&key, "use sink.kafka.compression");
+            continue;
+        }
         if let Some(v) = c.text(&key, Some(v)) {
             properties.insert(k.clone(), v);
         }
     }
+    let compression = choice(
+        c,
+        "sink.kafka.compression",
+        raw.compression.as_deref(),
+        &[
+            (DEFAULT_KAFKA_COMPRESSION, DEFAULT_KAFKA_COMPRESSION),
+            ("lz4", "lz4"),
+            ("snappy", "snappy"),
+            ("gzip", "gzip"),
+            ("none", "none"),
+        ],
+    )
+    .to_string();
+    let cleanup_policy = choice(
+        c,
+        "sink.kafka.cleanup_policy",
+        raw.cleanup_policy.as_deref(),
+        &[
+            (DEFAULT_KAFKA_CLEANUP_POLICY, DEFAULT_KAFKA_CLEANUP_POLICY),
+            ("compact", "compact"),
+            ("compact,delete", "compact,delete"),
+        ],
+    )
+    .to_string();
+    let mut count = |key: &str, v: Option<i64>, default: i32| match v {
+        None => default,
+        Some(n) if (1..=i64::from(i16::MAX)).contains(&n) => n as i32,
+        Some(n) => {
+            c.err(key, format!("must be between 1 and {} (got {n})", i16::MAX));
+            default
+        }
+    };
+    let partitions = count(
+        "sink.kafka.partitions",
+        raw.partitions,
+        DEFAULT_KAFKA_PARTITIONS,
+    );
+    let replication_factor = count(
+        "sink.kafka.replication_factor",
+        raw.replication_factor,
+        DEFAULT_KAFKA_REPLICATION_FACTOR,
+    );
+    let mut topics = BTreeMap::new();
+    for (k, v) in raw.topics.iter().flatten() {
+        let key = format!("sink.kafka.topics.\"{k}\"");
+        match TableName::parse(k) {
+            Ok(_) if !valid_topic(v) => c.err(
+                &key,
+                format!("`{v}` is not a topic name (letters, digits, `.`, `_`, `-`; at most 249)"),
+            ),
+            Ok(t) => {
+                topics.insert(t, v.clone());
+            }
+            Err(e) => c.err(&key, e),
+        }
+    }
+    let unavailable_value = c
+        .text(
+            "sink.kafka.unavailable_value",
+            raw.unavailable_value.as_ref(),
+        )
+        .unwrap_or_else(|| DEFAULT_KAFKA_UNAVAILABLE_VALUE.to_string());
     Some(KafkaSinkConfig {
         brokers: brokers?,
         topic_prefix,
@@ -560,7 +633,25 @@ fn kafka_sink(c: &mut Checker<'_>, raw: &RawKafkaSink) -> Option<KafkaSinkConfig
         sasl_username,
         sasl_password,
         properties,
+        compression,
+        topics,
+        partitions,
+        replication_factor,
+        cleanup_policy,
+        tombstones: raw.tombstones.unwrap_or(true),
+        unavailable_value,
     })
+}
+
+/// Kafka's topic name rules.
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
 }
 
 fn metrics(c: &mut Checker<'_>, raw: Option<&RawMetrics>) -> MetricsConfig {

@@ -63,14 +63,27 @@ pub struct TableBatch {
 pub enum SinkItem {
     Rows(TableBatch),
     /// TRUNCATE of these tables: rows before it are gone, rows after it stay.
-    Truncate(Vec<TableName>),
+    Truncate(Vec<TableName>, TruncateMeta),
+}
+
+/// Where a truncate happened, in the terms of the rows' metadata columns
+/// (`_lsn`, `_version`, `_commit_ts`): sinks that send it on (Kafka) let
+/// consumers recognise a replayed one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TruncateMeta {
+    /// Commit position of the transaction.
+    pub lsn: u64,
+    /// The truncate's own position (ordered with the rows' `_version`).
+    pub version: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub commit_ts: i64,
 }
 
 impl SinkItem {
     pub fn rows(&self) -> usize {
         match self {
             SinkItem::Rows(b) => b.batch.num_rows(),
-            SinkItem::Truncate(_) => 0,
+            SinkItem::Truncate(..) => 0,
         }
     }
 }
@@ -117,7 +130,7 @@ pub fn retain_tables(items: &mut Vec<SinkItem>, keep: impl Fn(&TableName) -> boo
             }
             k
         }
-        SinkItem::Truncate(ts) => {
+        SinkItem::Truncate(ts, _) => {
             ts.retain(|t| keep(t));
             !ts.is_empty()
         }

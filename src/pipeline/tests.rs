@@ -78,7 +78,7 @@ fn max_lsn(items: &[SinkItem]) -> Option<u64> {
                     .copied()
                     .max()
             }),
-            SinkItem::Truncate(_) => None,
+            SinkItem::Truncate(..) => None,
         })
         .flatten()
         .max()

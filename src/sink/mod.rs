@@ -2,7 +2,7 @@
 //! nothing else about them.
 //!
 //! - `clickhouse/`: upserts into `ReplacingMergeTree` tables over HTTP.
-//! - `kafka/`: the broker client (health check) and the Debezium-style envelope.
+//! - `kafka/`: one topic per table, Debezium-style change events.
 //! - `memory`: keeps what it was given, for pipeline tests.
 
 pub mod clickhouse;
@@ -97,6 +97,14 @@ pub enum SinkError {
     Kafka(String),
     #[error("cannot reach the Kafka brokers {brokers}: {message}")]
     KafkaUnreachable { brokers: String, message: String },
+    /// A message (or topic creation) the brokers did not acknowledge.
+    #[error("Kafka topic {topic}: {message}")]
+    KafkaDelivery {
+        topic: String,
+        /// librdkafka's code, when the failure had one.
+        code: Option<rdkafka::types::RDKafkaErrorCode>,
+        message: String,
+    },
     /// A failure injected or reported by a test sink.
     #[error("{message}")]
     Other { message: String, transient: bool },
@@ -110,6 +118,13 @@ impl Classify for SinkError {
             }
             SinkError::ClickHouse { code, .. } => {
                 if code.is_some_and(clickhouse::is_retryable_code) {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            SinkError::KafkaDelivery { code, .. } => {
+                if code.is_none_or(kafka::is_retryable) {
                     ErrorClass::Transient
                 } else {
                     ErrorClass::Fatal

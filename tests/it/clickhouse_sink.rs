@@ -690,7 +690,7 @@ async fn truncate_modes() {
     let t = TableName::new("public", "tr");
     sink.apply(&flush(vec![
         batch(&s, vec![ints(&[1]), texts(&[Some("a")])], &[ins(1)]),
-        SinkItem::Truncate(vec![t.clone()]),
+        SinkItem::Truncate(vec![t.clone()], Default::default()),
         batch(&s, vec![ints(&[2]), texts(&[Some("b")])], &[ins(2)]),
     ]))
     .await
@@ -698,9 +698,12 @@ async fn truncate_modes() {
     assert_eq!(live(&cfg, "tr", "id").await, vec![json!({"id":2,"v":"b"})]);
     cfg.on_truncate = TruncateMode::Ignore;
     let mut sink = ClickHouseSink::connect(&cfg).await.unwrap();
-    sink.apply(&flush(vec![SinkItem::Truncate(vec![t.clone()])]))
-        .await
-        .unwrap();
+    sink.apply(&flush(vec![SinkItem::Truncate(
+        vec![t.clone()],
+        Default::default(),
+    )]))
+    .await
+    .unwrap();
     assert_eq!(live(&cfg, "tr", "id").await, vec![json!({"id":2,"v":"b"})]);
     drop_db(&cfg).await;
 }

@@ -86,11 +86,11 @@ impl ClickHouseSink {
         while !rest.is_empty() {
             let rows = rest
                 .iter()
-                .position(|i| matches!(i, SinkItem::Truncate(_)))
+                .position(|i| matches!(i, SinkItem::Truncate(..)))
                 .unwrap_or(rest.len());
             let (segment, after) = rest.split_at(rows);
             self.apply_segment(segment).await?;
-            if let Some((SinkItem::Truncate(tables), tail)) = after.split_first() {
+            if let Some((SinkItem::Truncate(tables, _), tail)) = after.split_first() {
                 for t in tables {
                     self.truncate(t).await?;
                 }

@@ -1,41 +1,44 @@
-//! A Debezium-compatible JSON envelope for one row of a [`TableBatch`], and
-//! the row's message key. Pure: no I/O, the processing time is passed in.
+//! A Debezium-compatible JSON envelope for one row of a [`TableBatch`] (and
+//! for a truncate), and the row's message key. Pure: no I/O, the processing
+//! time is passed in. The full description is `docs/kafka-sink.md`.
 //!
 //! Value:
 //! ```json
 //! {"before": null | {..}, "after": {..} | null,
 //!  "source": {"version", "connector": "sluice", "name", "ts_ms", "snapshot",
 //!             "db", "schema", "table", "txId", "lsn", "commit_lsn"},
-//!  "op": "c" | "u" | "d" | "r", "ts_ms": <processing time>}
+//!  "op": "c" | "u" | "d" | "r" | "t", "ts_ms": <processing time>}
 //! ```
 //! - `op` `c`/`r` (insert / snapshot read): `before` null, `after` the row.
-//! - `u`: `before` null (the batch does not carry old images), `after` the
-//!   new row.
+//! - `u`: `after` the new row; `before` the whole old row under REPLICA
+//!   IDENTITY FULL (the `_before` column), else null.
 //! - `d`: `before` the old row as PostgreSQL sent it (the key columns, and
 //!   every column under REPLICA IDENTITY FULL; others null), `after` null.
-//! - Unchanged TOASTed columns (the `_unchanged_cols` list) carry Debezium's
-//!   default placeholder [`UNAVAILABLE_VALUE`] instead of NULL.
+//! - `t`: `before` and `after` null; no key.
+//! - Unchanged TOASTed columns (the `_unchanged_cols` list) carry the
+//!   configured placeholder (Debezium's `__debezium_unavailable_value` by
+//!   default) instead of NULL.
 //! - `source.lsn` is the change's own WAL position (`_version`, the ordering
 //!   version; for snapshot rows the snapshot's consistent point),
 //!   `source.commit_lsn` the commit LSN of its transaction (`_lsn`),
 //!   `source.ts_ms` the commit time, `source.txId` null (batches do not carry
-//!   xids). Values follow [`crate::core::json::value`] (decimals as exact
-//!   strings, timestamps ISO 8601, UUIDs as text, bytea `\x..` hex).
+//!   xids). Values are rendered by [`super::render`].
 //!
 //! The key is a JSON object of the key columns (`{"id": 1}`), or `None` for a
 //! table without a key. Tombstones (key, null value) after deletes are the
 //! Kafka sink's business, not this module's.
 
-use arrow::array::{Array, AsArray, ListArray, RecordBatch};
-use arrow::datatypes::{TimestampMicrosecondType, UInt64Type, UInt8Type};
-use serde_json::{Map, Value};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
+use arrow::datatypes::{TimestampMicrosecondType, UInt16Type, UInt64Type, UInt8Type};
+use serde_json::Value;
 
-use crate::core::json;
+use super::render::{self, write_str};
+use crate::config::TableName;
 use crate::core::meta::{self, OP_DELETE, OP_INSERT, OP_READ, OP_UPDATE};
-use crate::core::TableBatch;
+use crate::core::{TableBatch, TruncateMeta};
 
 /// Debezium's default `unavailable.value.placeholder`.
-pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+pub const UNAVAILABLE_VALUE: &str = crate::config::DEFAULT_KAFKA_UNAVAILABLE_VALUE;
 
 /// The connector name in `source.connector`.
 pub const CONNECTOR: &str = "sluice";
@@ -51,13 +54,16 @@ pub enum EnvelopeError {
     BadOp { table: String, row: usize, op: u8 },
 }
 
-/// Names the source in `source.db` / `source.name`.
+/// Names the source in `source.db` / `source.name`, and how values the
+/// source did not send are written.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
     /// The PostgreSQL database.
     pub db: String,
-    /// The logical server name (Debezium's `topic.prefix`); e.g. the pipeline name.
+    /// The logical server name (Debezium's `topic.prefix`).
     pub name: String,
+    /// Sent for an unchanged TOASTed value whose old value is unknown.
+    pub unavailable_value: String,
 }
 
 /// Encodes the rows of one batch. Built once per batch (resolves columns),
@@ -76,6 +82,8 @@ pub struct EnvelopeEncoder<'a> {
     version: &'a arrow::array::PrimitiveArray<UInt64Type>,
     commit_ts: &'a arrow::array::PrimitiveArray<TimestampMicrosecondType>,
     unchanged: Option<&'a ListArray>,
+    /// Old rows of updates (REPLICA IDENTITY FULL), fields in `columns` order.
+    before: Option<&'a StructArray>,
 }
 
 impl<'a> EnvelopeEncoder<'a> {
@@ -125,6 +133,19 @@ impl<'a> EnvelopeEncoder<'a> {
             .filter(|(_, f)| !meta::is_reserved_column(f.name()))
             .map(|(i, f)| (i, f.name().as_str()))
             .collect();
+        let before = match batch.schema_ref().index_of(meta::BEFORE) {
+            Ok(i) => {
+                let s = batch
+                    .column(i)
+                    .as_struct_opt()
+                    .ok_or_else(|| bad(meta::BEFORE))?;
+                if s.num_columns() != columns.len() {
+                    return Err(bad(meta::BEFORE));
+                }
+                Some(s)
+            }
+            Err(_) => None,
+        };
         let key = columns
             .iter()
             .enumerate()
@@ -143,6 +164,7 @@ impl<'a> EnvelopeEncoder<'a> {
             version,
             commit_ts,
             unchanged,
+            before,
         })
     }
 
@@ -167,79 +189,20 @@ impl<'a> EnvelopeEncoder<'a> {
         })
     }
 
-    /// The row's own columns as a JSON object, with the placeholder for
-    /// unchanged TOASTed values.
-    fn row(&self, row: usize) -> Value {
-        let mut obj = Map::with_capacity(self.columns.len());
-        for (i, name) in &self.columns {
-            obj.insert((*name).to_owned(), json::value(self.batch.column(*i), row));
-        }
-        if let Some(list) = self.unchanged {
-            if !list.is_null(row) {
-                let idx = list.value(row);
-                if let Some(idx) = idx.as_primitive_opt::<arrow::datatypes::UInt16Type>() {
-                    for i in idx.values().iter() {
-                        if let Some((_, name)) = self.columns.get(*i as usize) {
-                            obj.insert(
-                                (*name).to_owned(),
-                                Value::String(UNAVAILABLE_VALUE.to_owned()),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        Value::Object(obj)
-    }
-
-    /// The envelope of `row`; `now_ms` is the processing time (top-level `ts_ms`).
+    /// The envelope of `row` as a JSON value; `now_ms` is the processing
+    /// time (top-level `ts_ms`).
     pub fn value(&self, row: usize, now_ms: i64) -> Result<Value, EnvelopeError> {
-        let op = self.op(row)?;
-        let data = self.row(row);
-        let (before, after) = if op == "d" {
-            (data, Value::Null)
-        } else {
-            (Value::Null, data)
-        };
-        let mut source = Map::with_capacity(11);
-        source.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-        source.insert("connector".into(), CONNECTOR.into());
-        source.insert("name".into(), self.info.name.as_str().into());
-        source.insert(
-            "ts_ms".into(),
-            self.commit_ts.value(row).div_euclid(1000).into(),
-        );
-        source.insert(
-            "snapshot".into(),
-            if op == "r" { "true" } else { "false" }.into(),
-        );
-        source.insert("db".into(), self.info.db.as_str().into());
-        source.insert("schema".into(), self.schema_name.into());
-        source.insert("table".into(), self.table_name.into());
-        source.insert("txId".into(), Value::Null);
-        source.insert("lsn".into(), self.version.value(row).into());
-        source.insert("commit_lsn".into(), self.lsn.value(row).into());
-        let mut env = Map::with_capacity(5);
-        env.insert("before".into(), before);
-        env.insert("after".into(), after);
-        env.insert("source".into(), Value::Object(source));
-        env.insert("op".into(), op.into());
-        env.insert("ts_ms".into(), now_ms.into());
-        Ok(Value::Object(env))
+        let mut out = Vec::new();
+        self.write_value(row, now_ms, &mut out)?;
+        Ok(serde_json::from_slice(&out).expect("the envelope is valid JSON"))
     }
 
     /// The message key of `row`: an object of the key columns, or `None`
     /// when the table has no key.
     pub fn key(&self, row: usize) -> Option<Value> {
-        if self.key.is_empty() {
-            return None;
-        }
-        let mut obj = Map::with_capacity(self.key.len());
-        for &k in &self.key {
-            let (i, name) = self.columns[k];
-            obj.insert(name.to_owned(), json::value(self.batch.column(i), row));
-        }
-        Some(Value::Object(obj))
+        let mut out = Vec::new();
+        self.write_key(row, &mut out)
+            .then(|| serde_json::from_slice(&out).expect("the key is valid JSON"))
     }
 
     /// Serializes the envelope of `row` into `out` (appended), fields in
@@ -256,30 +219,25 @@ impl<'a> EnvelopeEncoder<'a> {
             self.write_row(row, out);
             out.extend_from_slice(b",\"after\":null");
         } else {
-            out.extend_from_slice(b"{\"before\":null,\"after\":");
+            out.extend_from_slice(b"{\"before\":");
+            match self.before.filter(|b| !b.is_null(row)) {
+                Some(b) => self.write_before(b, row, out),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"after\":");
             self.write_row(row, out);
         }
-        out.extend_from_slice(b",\"source\":{\"version\":\"");
-        out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-        out.extend_from_slice(b"\",\"connector\":\"sluice\",\"name\":");
-        write_json(out, &self.info.name);
-        out.extend_from_slice(b",\"ts_ms\":");
-        write_int(out, self.commit_ts.value(row).div_euclid(1000));
-        out.extend_from_slice(if op == "r" {
-            b",\"snapshot\":\"true\",\"db\":"
-        } else {
-            b",\"snapshot\":\"false\",\"db\":"
-        });
-        write_json(out, &self.info.db);
-        out.extend_from_slice(b",\"schema\":");
-        write_json(out, self.schema_name);
-        out.extend_from_slice(b",\"table\":");
-        write_json(out, self.table_name);
-        out.extend_from_slice(b",\"txId\":null,\"lsn\":");
-        write_int(out, self.version.value(row));
-        out.extend_from_slice(b",\"commit_lsn\":");
-        write_int(out, self.lsn.value(row));
-        out.extend_from_slice(b"},\"op\":\"");
+        let source = SourceFields {
+            info: self.info,
+            schema: self.schema_name,
+            table: self.table_name,
+            commit_ts_micros: self.commit_ts.value(row),
+            snapshot: op == "r",
+            version: self.version.value(row),
+            lsn: self.lsn.value(row),
+        };
+        source.write(out);
+        out.extend_from_slice(b",\"op\":\"");
         out.extend_from_slice(op.as_bytes());
         out.extend_from_slice(b"\",\"ts_ms\":");
         write_int(out, now_ms);
@@ -295,20 +253,34 @@ impl<'a> EnvelopeEncoder<'a> {
             .map(|l| l.value(row));
         let unchanged = unchanged
             .as_ref()
-            .and_then(|a| a.as_primitive_opt::<arrow::datatypes::UInt16Type>());
+            .and_then(|a| a.as_primitive_opt::<UInt16Type>());
         out.push(b'{');
         for (k, (i, name)) in self.columns.iter().enumerate() {
             if k > 0 {
                 out.push(b',');
             }
-            write_json(out, name);
+            write_str(out, name);
             out.push(b':');
             if unchanged.is_some_and(|u| u.values().contains(&(k as u16))) {
-                write_json(out, UNAVAILABLE_VALUE);
+                write_str(out, &self.info.unavailable_value);
             } else {
-                let v = json::value(self.batch.column(*i), row);
-                serde_json::to_writer(&mut *out, &v).expect("writing JSON to a Vec cannot fail");
+                render::write(out, self.batch.column(*i), row);
             }
+        }
+        out.push(b'}');
+    }
+
+    /// The old row of an update (REPLICA IDENTITY FULL) as a JSON object.
+    fn write_before(&self, before: &StructArray, row: usize, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (k, (_, name)) in self.columns.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            write_str(out, name);
+            out.push(b':');
+            let column: &ArrayRef = before.column(k);
+            render::write(out, column, row);
         }
         out.push(b'}');
     }
@@ -325,18 +297,77 @@ impl<'a> EnvelopeEncoder<'a> {
                 out.push(b',');
             }
             let (i, name) = self.columns[k];
-            write_json(out, name);
+            write_str(out, name);
             out.push(b':');
-            let v = json::value(self.batch.column(i), row);
-            serde_json::to_writer(&mut *out, &v).expect("writing JSON to a Vec cannot fail");
+            render::write(out, self.batch.column(i), row);
         }
         out.push(b'}');
         true
     }
 }
 
-fn write_json(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *out, s).expect("writing JSON to a Vec cannot fail");
+/// The `source` block.
+struct SourceFields<'a> {
+    info: &'a SourceInfo,
+    schema: &'a str,
+    table: &'a str,
+    commit_ts_micros: i64,
+    snapshot: bool,
+    version: u64,
+    lsn: u64,
+}
+
+impl SourceFields<'_> {
+    /// `,"source":{..}` appended to `out`.
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b",\"source\":{\"version\":\"");
+        out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        out.extend_from_slice(b"\",\"connector\":\"");
+        out.extend_from_slice(CONNECTOR.as_bytes());
+        out.extend_from_slice(b"\",\"name\":");
+        write_str(out, &self.info.name);
+        out.extend_from_slice(b",\"ts_ms\":");
+        write_int(out, self.commit_ts_micros.div_euclid(1000));
+        out.extend_from_slice(if self.snapshot {
+            b",\"snapshot\":\"true\",\"db\":"
+        } else {
+            b",\"snapshot\":\"false\",\"db\":"
+        });
+        write_str(out, &self.info.db);
+        out.extend_from_slice(b",\"schema\":");
+        write_str(out, self.schema);
+        out.extend_from_slice(b",\"table\":");
+        write_str(out, self.table);
+        out.extend_from_slice(b",\"txId\":null,\"lsn\":");
+        write_int(out, self.version);
+        out.extend_from_slice(b",\"commit_lsn\":");
+        write_int(out, self.lsn);
+        out.push(b'}');
+    }
+}
+
+/// The envelope of a truncate of `table` (`op` "t"), appended to `out`.
+pub fn write_truncate(
+    info: &SourceInfo,
+    table: &TableName,
+    at: &TruncateMeta,
+    now_ms: i64,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"{\"before\":null,\"after\":null");
+    SourceFields {
+        info,
+        schema: &table.schema,
+        table: &table.name,
+        commit_ts_micros: at.commit_ts,
+        snapshot: false,
+        version: at.version,
+        lsn: at.lsn,
+    }
+    .write(out);
+    out.extend_from_slice(b",\"op\":\"t\",\"ts_ms\":");
+    write_int(out, now_ms);
+    out.push(b'}');
 }
 
 fn write_int(out: &mut Vec<u8>, v: impl std::fmt::Display) {
@@ -425,6 +456,7 @@ mod tests {
         SourceInfo {
             db: "shop".into(),
             name: "shop_to_kafka".into(),
+            unavailable_value: UNAVAILABLE_VALUE.into(),
         }
     }
 
@@ -487,18 +519,94 @@ mod tests {
         let mut k = Vec::new();
         assert!(enc.write_key(3, &mut k));
         assert_eq!(k, br#"{"id":2}"#);
-        for row in 0..4 {
-            let mut out = Vec::new();
-            enc.write_value(row, 7, &mut out).unwrap();
-            let back: Value = serde_json::from_slice(&out).unwrap();
-            assert_eq!(back, enc.value(row, 7).unwrap(), "row {row}");
-        }
         let mut out = Vec::new();
         enc.write_value(0, 7, &mut out).unwrap();
         // Field order as Debezium writes it.
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with(r#"{"before":null,"after":{"id":1,"#), "{s}");
         assert!(s.ends_with(r#""op":"c","ts_ms":7}"#), "{s}");
+    }
+
+    #[test]
+    fn truncate_event() {
+        let mut out = Vec::new();
+        let at = TruncateMeta {
+            lsn: 0x500,
+            version: 0x4F0,
+            commit_ts: 1_706_702_400_000_001,
+        };
+        write_truncate(
+            &info(),
+            &TableName::new("public", "orders"),
+            &at,
+            9,
+            &mut out,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["op"], "t");
+        assert_eq!(v["before"], Value::Null);
+        assert_eq!(v["after"], Value::Null);
+        assert_eq!(v["source"]["lsn"], 0x4F0);
+        assert_eq!(v["source"]["commit_lsn"], 0x500);
+        assert_eq!(v["source"]["table"], "orders");
+        assert_eq!(v["source"]["ts_ms"], 1_706_702_400_000i64);
+        assert_eq!(v["ts_ms"], 9);
+    }
+
+    #[test]
+    fn update_carries_the_old_row_under_full() {
+        let shape = Arc::new(TableShape {
+            table: TableName::new("public", "full_t"),
+            before_images: true,
+            columns: vec![
+                col("id", "int8", DataType::Int64, true),
+                col("note", "text", DataType::Utf8, true),
+            ],
+        });
+        let schema = meta::batch_schema(&shape);
+        let fields = meta::column_fields(&shape);
+        let before = arrow::array::StructArray::new(
+            fields.into(),
+            vec![
+                Arc::new(Int64Array::from(vec![0, 1])) as ArrayRef,
+                Arc::new(StringArray::from(vec![None, Some("old")])),
+            ],
+            Some(vec![false, true].into()),
+        );
+        let mut m = meta::MetaBuilder::with_capacity(2);
+        let rm = meta::RowMeta {
+            op: OP_INSERT,
+            lsn: 10,
+            version: 5,
+            commit_ts: 0,
+        };
+        m.append(rm, &[]);
+        m.append(
+            meta::RowMeta {
+                op: OP_UPDATE,
+                version: 6,
+                ..rm
+            },
+            &[],
+        );
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1, 1])),
+            Arc::new(StringArray::from(vec![Some("old"), Some("new")])),
+        ];
+        columns.extend(m.finish());
+        columns.push(Arc::new(before));
+        let tb = TableBatch {
+            shape,
+            batch: RecordBatch::try_new(schema, columns).unwrap(),
+        };
+        let info = info();
+        let enc = EnvelopeEncoder::new(&tb, &info).unwrap();
+        let v = enc.value(0, 0).unwrap();
+        assert_eq!(v["before"], Value::Null);
+        let v = enc.value(1, 0).unwrap();
+        assert_eq!(v["before"], json!({"id": 1, "note": "old"}));
+        assert_eq!(v["after"], json!({"id": 1, "note": "new"}));
+        assert_eq!(v["source"]["lsn"], 6);
     }
 
     #[test]

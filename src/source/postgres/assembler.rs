@@ -14,7 +14,7 @@ use super::setup::{describe_table, ColumnSpec};
 use super::types::{ArrowMapping, TypeCache, TypeOptions};
 use crate::config::TableName;
 use crate::core::meta::{RowMeta, OP_DELETE, OP_INSERT, OP_UPDATE};
-use crate::core::{Flush, SinkItem, TableShape};
+use crate::core::{Flush, SinkItem, TableShape, TruncateMeta};
 use crate::source::SourceError;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -112,7 +112,7 @@ impl Assembler {
             .iter()
             .map(|i| match i {
                 SinkItem::Rows(b) => b.batch.get_array_memory_size(),
-                SinkItem::Truncate(_) => 0,
+                SinkItem::Truncate(..) => 0,
             })
             .sum();
         pending + self.builders.values().map(|b| b.byte_size()).sum::<usize>()
@@ -143,7 +143,7 @@ impl Assembler {
             PgOutputMessage::Delete { rel_id, old, .. } => {
                 self.row(rel_id, old.tuple(), None, OP_DELETE, wal_start)?
             }
-            PgOutputMessage::Truncate { rel_ids, .. } => self.truncate(&rel_ids),
+            PgOutputMessage::Truncate { rel_ids, .. } => self.truncate(&rel_ids, wal_start),
             // Origin, Type (resolved from the catalog), logical messages:
             // nothing to replicate.
             _ => {}
@@ -234,10 +234,19 @@ impl Assembler {
         }
     }
 
-    fn truncate(&mut self, rel_ids: &[u32]) {
+    fn truncate(&mut self, rel_ids: &[u32], wal_start: Lsn) {
         if self.txn.as_ref().is_some_and(|t| t.skip) {
             return;
         }
+        let at = self
+            .txn
+            .as_ref()
+            .map(|txn| TruncateMeta {
+                lsn: txn.commit_lsn,
+                version: wal_start.0,
+                commit_ts: txn.commit_ts,
+            })
+            .unwrap_or_default();
         let mut tables = Vec::new();
         for id in rel_ids {
             if let Some(rel) = self.relations.get(id) {
@@ -246,7 +255,7 @@ impl Assembler {
             }
         }
         if !tables.is_empty() {
-            self.pending.push(SinkItem::Truncate(tables));
+            self.pending.push(SinkItem::Truncate(tables, at));
         }
     }
 

@@ -54,6 +54,33 @@ impl TestPipeline {
         sink_extra: &str,
         ch_url: &str,
     ) -> TestPipeline {
+        let mut p = Self::with_sink(pg_url, tables, &|name| {
+            format!("[sink.clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"{name}\"\n{sink_extra}\n")
+        });
+        p.clickhouse_url = ch_url.to_owned();
+        p
+    }
+
+    /// A pipeline into the test Kafka broker, topics `<name>.<schema>.<table>`.
+    pub fn with_kafka(pg_url: &str, tables: &[&str], sink_extra: &str) -> TestPipeline {
+        Self::with_kafka_brokers(pg_url, tables, sink_extra, &servers().kafka_brokers)
+    }
+
+    pub fn with_kafka_brokers(
+        pg_url: &str,
+        tables: &[&str],
+        sink_extra: &str,
+        brokers: &str,
+    ) -> TestPipeline {
+        Self::with_sink(pg_url, tables, &|name| {
+            format!(
+                "[sink.kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{name}\"\n{sink_extra}\n"
+            )
+        })
+    }
+
+    /// `sink(name)` is the config's `[sink.*]` section.
+    pub fn with_sink(pg_url: &str, tables: &[&str], sink: &dyn Fn(&str) -> String) -> TestPipeline {
         let name = unique_name("e2e");
         let dir = std::env::temp_dir().join(&name);
         let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
@@ -75,13 +102,11 @@ max_rows = 2000
 max_bytes = "8MiB"
 max_delay = "200ms"
 
-[sink.clickhouse]
-url = "{ch_url}"
-database = "{name}"
-{sink_extra}
+{sink}
 "#,
             dir = dir.display(),
             tables = tables.join(", "),
+            sink = sink(&name),
         );
         let config = write_config(&dir, &name, &body);
         TestPipeline {
@@ -89,11 +114,16 @@ database = "{name}"
             name,
             config,
             dir,
-            clickhouse_url: ch_url.to_owned(),
+            clickhouse_url: String::new(),
             ch_from_config: false,
             runs: 0,
             pids: Vec::new(),
         }
+    }
+
+    /// The topic of `table` ("schema.table") under the default naming.
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.{table}", self.name)
     }
 
     /// Replaces `from` by `to` in the config file (e.g. a `[batch]` value).

