@@ -24,6 +24,7 @@
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod secret;

@@ -4,10 +4,11 @@
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{progress, requests};
+use super::{monitor, progress, requests};
 use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
+use crate::sink::Sink;
 use crate::source::postgres::PgSource;
 use crate::state::{sidecar, SledStore};
 
@@ -19,9 +20,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     let (tx, rx) = mpsc::channel(16);
     let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
     let store = SledStore::open(&state_path)?;
+    let monitor_stop = shutdown.child_token();
+    let monitor = tokio::spawn(monitor::run(
+        pg.clone(),
+        sink_probe(&config.sink),
+        state_path.with_extension("spill"),
+        monitor_stop.clone(),
+    ));
     let result = run_with(&config, store, opts, rx, shutdown).await;
+    monitor_stop.cancel();
+    let _ = monitor.await;
     watcher.abort();
+    if let Err(e) = &result {
+        crate::live::live().set_fatal(e.to_string());
+        metrics::counter!(crate::metrics::ERRORS, "class" => "fatal").increment(1);
+    }
     result
+}
+
+/// For the monitor and `/readyz`: does the sink answer?
+fn sink_probe(sink: &SinkConfig) -> monitor::SinkProbe {
+    match sink {
+        SinkConfig::ClickHouse(ch) => {
+            let ch = ch.clone();
+            Box::new(move || {
+                let sink = ClickHouseSink::new(&ch);
+                Box::pin(async move { sink.healthcheck().await.all_ok() })
+            })
+        }
+        SinkConfig::Kafka(_) => Box::new(|| Box::pin(async { true })),
+    }
 }
 
 /// `sluice snapshot`: copies `tables` (all configured ones when empty) into

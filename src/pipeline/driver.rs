@@ -100,7 +100,10 @@ where
                     let tables = self.streaming_tables();
                     if copy.as_ref().is_none_or(|c| c.streams_beside) {
                         match self.start_stream(tables).await {
-                            Ok(s) => stream = Some(s),
+                            Ok(s) => {
+                                crate::live::live().set_streaming(true);
+                                stream = Some(s);
+                            }
                             Err(e) => match e.class() {
                                 ErrorClass::Table(t) => {
                                     self.fail_table(&t, e.to_string());
@@ -163,6 +166,7 @@ where
                     }
                     None => {
                         let task = stream.take().expect("a stream was running");
+                        crate::live::live().set_streaming(false);
                         let result = task.handle.await.unwrap_or_else(|e| {
                             Err(SourceError::NotReady(format!("the source task failed: {e}")))
                         });

@@ -29,6 +29,7 @@ mod commit;
 mod copy;
 mod driver;
 mod error;
+mod observe;
 pub mod progress;
 pub mod retry;
 #[cfg(test)]
@@ -233,6 +234,7 @@ where
         if let Some(path) = &self.opts.status_file {
             sidecar::write(path, &self.state);
         }
+        observe::table_states(&self.state, &self.opts.tables);
         Ok(())
     }
 
@@ -241,6 +243,7 @@ where
         let since = self.state.position.as_ref().map(|p| p.to_string());
         tracing::error!(table = %table, reason = %reason, "table stopped: nothing more is written for it until it is resynced; the other tables go on");
         metrics::counter!(m::TABLE_FAILURES).increment(1);
+        metrics::counter!(m::ERRORS, "class" => "table").increment(1);
         self.state
             .set_lifecycle(table, Lifecycle::Failed { reason, since });
     }
@@ -269,7 +272,9 @@ pub(crate) async fn apply_durably<K: Sink>(
     let mut backoff = Backoff::default();
     let mut stopped = Vec::new();
     loop {
-        match sink.apply(items).await {
+        let result = sink.apply(items).await;
+        crate::live::live().set_sink_failing(result.as_ref().is_err_and(|e| e.is_transient()));
+        match result {
             Ok(()) => break,
             Err(e) => match e.class() {
                 ErrorClass::Table(t) => {

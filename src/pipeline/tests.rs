@@ -63,6 +63,7 @@ fn flush(items: Vec<SinkItem>, position: u64) -> Flush<u64> {
     Flush {
         items,
         position: Some(position),
+        source_time: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod catalog;
 mod check;
 pub mod copier;
 pub mod copy_binary;
+mod heartbeat;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;

@@ -136,7 +136,8 @@ impl Session {
             publication: cfg.publication.clone(),
             streaming: true,
             binary,
-            messages: false,
+            // Heartbeats are logical messages; they are consumed, never written.
+            messages: cfg.heartbeat_interval.is_some(),
         };
         repl.start(&cfg.slot, start, &options).await?;
         tracing::info!(slot = %cfg.slot, start = %start, proto_version, "replication started");
@@ -166,6 +167,32 @@ impl Session {
     /// Streams until shutdown or an error. Flushes go to `out`; `acks`
     /// carries the positions the sink made durable (and checkpointed).
     pub async fn run(
+        self,
+        out: mpsc::Sender<Flush<Lsn>>,
+        acks: watch::Receiver<Lsn>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let beat_stop = shutdown.child_token();
+        let heartbeat = self
+            .cfg
+            .heartbeat_interval
+            .filter(|_| self.opts.confirm)
+            .map(|every| {
+                tokio::spawn(super::heartbeat::run(
+                    self.cfg.conn.clone(),
+                    every,
+                    beat_stop.clone(),
+                ))
+            });
+        let result = self.run_loop(out, acks, shutdown).await;
+        beat_stop.cancel();
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        result
+    }
+
+    async fn run_loop(
         mut self,
         out: mpsc::Sender<Flush<Lsn>>,
         mut acks: watch::Receiver<Lsn>,
@@ -243,11 +270,12 @@ impl Session {
             }
             ReplicationMessage::PrimaryKeepalive {
                 wal_end,
+                server_clock,
                 reply_requested,
-                ..
             } => {
                 self.received = self.received.max(Lsn(wal_end));
-                self.maybe_idle_advance(Lsn(wal_end), out, acks).await?;
+                let at = server_clock.saturating_add(PG_EPOCH_UNIX_MICROS);
+                self.maybe_idle_advance(Lsn(wal_end), at, out, acks).await?;
                 if reply_requested {
                     self.send_status(false).await?;
                 }
@@ -368,6 +396,7 @@ impl Session {
     async fn maybe_idle_advance(
         &mut self,
         wal_end: Lsn,
+        server_clock: i64,
         out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
@@ -383,9 +412,11 @@ impl Session {
         }
         self.last_idle_advance = Instant::now();
         tracing::debug!(lsn = %wal_end, "idle: advancing checkpoint to the server's WAL end");
+        // Caught up with the server as of its clock: no lag.
         let flush = Flush {
             items: Vec::new(),
             position: Some(wal_end),
+            source_time: Some(server_clock),
         };
         metrics::counter!(crate::metrics::SOURCE_FLUSHES, "reason" => FlushReason::Idle.as_str())
             .increment(1);
