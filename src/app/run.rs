@@ -98,6 +98,7 @@ fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> Pipeline
         copy_readers: config.snapshot.parallelism,
         copy_only,
         progress: progress::view(),
+        resync_on_position_lost: pg.on_slot_lost == crate::config::OnSlotLost::Resync,
     }
 }
 

@@ -92,6 +92,9 @@ pub struct PipelineOptions {
     pub copy_only: bool,
     /// Shows copy progress.
     pub progress: Arc<dyn ProgressView>,
+    /// When the source loses the saved position (an invalidated slot):
+    /// start over and copy every table again, instead of stopping.
+    pub resync_on_position_lost: bool,
 }
 
 impl std::fmt::Debug for PipelineOptions {
@@ -162,6 +165,7 @@ where
             .as_ref()
             .and_then(|s| s.position.as_ref().map(|p| (p, &s.identity)));
         let mut backoff = Backoff::default();
+        let mut recovering = false;
         let prepared = loop {
             let attempt = if opts.copy_only {
                 match resume {
@@ -177,6 +181,22 @@ where
             };
             match attempt {
                 Ok(p) => break p,
+                Err(e) if e.position_lost() && opts.resync_on_position_lost && !opts.copy_only => {
+                    recovering = true;
+                    tracing::error!(error = %e, "the saved position is lost upstream: starting over with a new one and copying every table again (on_slot_lost = \"resync\")");
+                    match source.recreate().await {
+                        Ok(p) => break p,
+                        Err(e) => {
+                            backoff
+                                .wait_or_fail(
+                                    e,
+                                    &shutdown,
+                                    "starting over after the position was lost",
+                                )
+                                .await?
+                        }
+                    }
+                }
                 Err(e) => {
                     backoff
                         .wait_or_fail(e, &shutdown, "preparing the source")
@@ -203,6 +223,9 @@ where
             if let Some(Lifecycle::Failed { reason, .. }) = state.table(t).map(|s| &s.lifecycle) {
                 tracing::warn!(table = %t, reason = %reason, "table stays stopped (failed earlier): resync it to replicate it again");
             }
+        }
+        if recovering {
+            recopy_all(&mut state, &opts.tables);
         }
         tracing::info!(position = %state.position.as_ref().expect("set above"), "state loaded");
         let mut p = Pipeline {
@@ -258,6 +281,24 @@ where
         }
         Ok(any)
     }
+}
+
+/// After the position was lost: every table is copied again from the new
+/// one (rows deleted meanwhile disappear, as in a resync).
+fn recopy_all<P: crate::core::Position>(state: &mut PipelineState<P>, tables: &[TableName]) {
+    for t in tables {
+        state.set_lifecycle(
+            t,
+            Lifecycle::Resyncing {
+                progress: crate::state::SnapshotProgress::default(),
+            },
+        );
+    }
+    metrics::counter!(m::SLOT_RECOVERIES).increment(1);
+    tracing::warn!(
+        tables = tables.len(),
+        "recovered from a lost position: every table is copied again"
+    );
 }
 
 /// Applies items so that they are durable: transient sink errors are

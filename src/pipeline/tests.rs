@@ -291,6 +291,7 @@ fn options(tables: &[&str], initial_snapshot: bool) -> PipelineOptions {
         copy_readers: 2,
         copy_only: false,
         progress: Arc::new(LogView),
+        resync_on_position_lost: false,
     }
 }
 
