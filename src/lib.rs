@@ -12,7 +12,8 @@
 //!   state/      trait StateStore + sled, memory; the per-table lifecycle
 //!   core/       change model (Arrow batches + metadata columns), logical types,
 //!               positions, error classes, health-check lines
-//!   config/     TOML -> validated config; secret, metrics: names and helpers
+//!   config/     TOML -> validated config; secret, metrics: names and helpers;
+//!               live: the process's own state for /readyz
 //! ```
 //!
 //! The small API: [`run`] a [`Config`] until a [`CancellationToken`] is

@@ -666,3 +666,67 @@ fn the_alert_rules_pass_promtool_and_the_dashboard_is_grafana_json() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_lost_while_running_is_recreated_and_every_table_copied_again() {
+    let pg = OwnPostgres::start(&[
+        "max_slot_wal_keep_size=32MB",
+        "wal_keep_size=0",
+        "min_wal_size=32MB",
+        "max_wal_size=64MB",
+    ]);
+    let mut ch = OwnClickHouse::start();
+    let client = connect(&pg.url).await;
+    client
+        .batch_execute(
+            "CREATE TABLE a (id int PRIMARY KEY, v text);
+             INSERT INTO a SELECT g, 'a' || g FROM generate_series(1, 300) g;",
+        )
+        .await
+        .unwrap();
+    let (mut p, port) = ops_pipeline(&pg.url, &["public.a"], &ch.url, "on_slot_lost = \"resync\"");
+    let pg_sql = "SELECT id::text, v FROM a ORDER BY id";
+    let ch_sql = format!(
+        "SELECT toString(id), v FROM `{}`.a FINAL WHERE _is_deleted = 0 ORDER BY id",
+        p.ch_db
+    );
+    let mut sluice = p.spawn(&[]);
+    wait_ready(port, true, Duration::from_secs(90)).await;
+    wait_equal(&p, &client, pg_sql, &ch_sql, Duration::from_secs(60)).await;
+
+    // ClickHouse goes away, so sluice cannot confirm; the slot falls behind
+    // and is invalidated (its walsender terminated) while sluice runs.
+    ch.stop();
+    client
+        .batch_execute(
+            "DELETE FROM a WHERE id <= 50;
+             INSERT INTO a SELECT g, 'new' || g FROM generate_series(1001, 1100) g;",
+        )
+        .await
+        .unwrap();
+    lose_slot(&client, &p.name).await;
+    ch.restart();
+
+    wait_equal(&p, &client, pg_sql, &ch_sql, Duration::from_secs(180)).await;
+    wait_for(
+        "the recovery to be counted",
+        Duration::from_secs(30),
+        || async {
+            let m = scrape(port).await;
+            (value(&m, "sluice_slot_recoveries_total", &[]) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        p.last_log().contains("starting over"),
+        "{}",
+        tail(&p.last_log(), 40)
+    );
+    client
+        .batch_execute("INSERT INTO a VALUES (5000, 'after')")
+        .await
+        .unwrap();
+    wait_equal(&p, &client, pg_sql, &ch_sql, Duration::from_secs(60)).await;
+    wait_ready(port, true, Duration::from_secs(60)).await;
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}

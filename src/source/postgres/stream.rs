@@ -136,8 +136,10 @@ impl Session {
             publication: cfg.publication.clone(),
             streaming: true,
             binary,
-            // Heartbeats are logical messages; they are consumed, never written.
-            messages: cfg.heartbeat_interval.is_some(),
+            // Heartbeats are logical messages, consumed and never written;
+            // without the option (PostgreSQL 14+) a transaction holding only
+            // one is empty, and PostgreSQL 15+ skips empty transactions.
+            messages: cfg.heartbeat_interval.is_some() && settings.version_num >= 140_000,
         };
         repl.start(&cfg.slot, start, &options).await?;
         tracing::info!(slot = %cfg.slot, start = %start, proto_version, "replication started");
