@@ -1,6 +1,6 @@
 //! The monitor beside `sluice run`: every few seconds it reads the slot's
-//! lag, retained WAL and `wal_status` from PostgreSQL, probes the sink,
-//! measures spill files and the process's memory, and sets the gauges.
+//! lag, retained WAL and `wal_status` from PostgreSQL, probes the sink
+//! (when `/readyz` is served), measures spill files and the process's memory, and sets the gauges.
 //! It warns (log and metric) when the slot retains more WAL than
 //! `source.postgres.max_retained_wal` and when `wal_status` turns
 //! `unreserved` or `lost`.
@@ -25,7 +25,7 @@ pub type SinkProbe =
 /// Runs until `stop`.
 pub async fn run(
     pg: PostgresSourceConfig,
-    probe: SinkProbe,
+    probe: Option<SinkProbe>,
     spill_dir: PathBuf,
     stop: CancellationToken,
 ) {
@@ -57,7 +57,9 @@ pub async fn run(
                 }
             }
         }
-        live().set_sink_unreachable(!probe().await);
+        if let Some(probe) = &probe {
+            live().set_sink_unreachable(!probe().await);
+        }
         metrics::gauge!(m::SPILL_BYTES).set(dir_bytes(&spill_dir) as f64);
         if let Some(rss) = process_rss() {
             metrics::gauge!(m::PROCESS_RSS).set(rss as f64);

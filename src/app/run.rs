@@ -23,7 +23,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     let monitor_stop = shutdown.child_token();
     let monitor = tokio::spawn(monitor::run(
         pg.clone(),
-        sink_probe(&config.sink),
+        // The probe only feeds /readyz.
+        config.metrics.listen.map(|_| sink_probe(&config.sink)),
         state_path.with_extension("spill"),
         monitor_stop.clone(),
     ));

@@ -403,7 +403,6 @@ impl Session {
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         if !self.opts.confirm
-            || wal_end <= self.requested
             || self.durable < self.requested
             || !self.assembler.is_idle()
             || !self.spill.is_empty()
@@ -411,6 +410,17 @@ impl Session {
             || self.last_idle_advance.elapsed() < self.cfg.status_interval
         {
             return Ok(());
+        }
+        if wal_end <= self.requested {
+            // Nothing new on the server and everything before is durable:
+            // caught up as of its clock (lag in seconds stays exact while
+            // idle even without the heartbeat).
+            self.last_idle_advance = Instant::now();
+            let flush = Flush {
+                source_time: Some(server_clock),
+                ..Flush::default()
+            };
+            return self.send_flush(flush, out, acks).await;
         }
         self.last_idle_advance = Instant::now();
         tracing::debug!(lsn = %wal_end, "idle: advancing checkpoint to the server's WAL end");
