@@ -93,31 +93,45 @@ struct Warned {
 }
 
 impl Warned {
-    fn check(&mut self, pg: &PostgresSourceConfig, w: &SlotWal) {
-        if let (Some(limit), Some(retained)) = (pg.max_retained_wal, w.retained_bytes) {
+    /// Logs and counts the warnings `w` calls for; returns their reasons.
+    fn check(&mut self, pg: &PostgresSourceConfig, w: &SlotWal) -> Vec<&'static str> {
+        let fired = self.step(pg.max_retained_wal, w);
+        for reason in &fired {
+            match *reason {
+                "retained" => {
+                    tracing::warn!(slot = %pg.slot, retained_bytes = w.retained_bytes, limit_bytes = pg.max_retained_wal,
+                    "the slot retains more WAL than source.postgres.max_retained_wal: sluice is behind or stopped; the server's disk fills while this lasts")
+                }
+                "unreserved" => tracing::warn!(slot = %pg.slot, safe_wal_size = w.safe_wal_size,
+                    "the slot's wal_status is unreserved: its WAL is past max_slot_wal_keep_size and will be removed at the next checkpoint unless sluice catches up"),
+                _ => {
+                    tracing::error!(slot = %pg.slot, "the slot is lost (invalidated): the WAL it needed was removed")
+                }
+            }
+            metrics::counter!(m::WAL_WARNINGS, "reason" => *reason).increment(1);
+        }
+        fired
+    }
+
+    /// Which warnings are due: each once when its condition starts.
+    fn step(&mut self, limit: Option<u64>, w: &SlotWal) -> Vec<&'static str> {
+        let mut fired = Vec::new();
+        if let (Some(limit), Some(retained)) = (limit, w.retained_bytes) {
             let over = retained > 0 && retained as u64 > limit;
             if over && !self.retained {
-                tracing::warn!(slot = %pg.slot, retained_bytes = retained, limit_bytes = limit,
-                    "the slot retains more WAL than source.postgres.max_retained_wal: sluice is behind or stopped; the server's disk fills while this lasts");
-                metrics::counter!(m::WAL_WARNINGS, "reason" => "retained").increment(1);
+                fired.push("retained");
             }
             self.retained = over;
         }
         if w.wal_status != self.status {
             match w.wal_status.as_deref() {
-                Some("unreserved") => {
-                    tracing::warn!(slot = %pg.slot, safe_wal_size = w.safe_wal_size,
-                        "the slot's wal_status is unreserved: its WAL is past max_slot_wal_keep_size and will be removed at the next checkpoint unless sluice catches up");
-                    metrics::counter!(m::WAL_WARNINGS, "reason" => "unreserved").increment(1);
-                }
-                Some("lost") => {
-                    tracing::error!(slot = %pg.slot, "the slot is lost (invalidated): the WAL it needed was removed");
-                    metrics::counter!(m::WAL_WARNINGS, "reason" => "lost").increment(1);
-                }
+                Some("unreserved") => fired.push("unreserved"),
+                Some("lost") => fired.push("lost"),
                 _ => {}
             }
             self.status = w.wal_status.clone();
         }
+        fired
     }
 }
 
@@ -141,4 +155,48 @@ fn process_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal(retained: i64, status: &str) -> SlotWal {
+        SlotWal {
+            lag_bytes: Some(0),
+            retained_bytes: Some(retained),
+            wal_status: Some(status.into()),
+            safe_wal_size: None,
+        }
+    }
+
+    #[test]
+    fn each_warning_fires_once_when_its_condition_starts() {
+        let mut w = Warned::default();
+        let limit = Some(1000);
+        assert!(w.step(limit, &wal(10, "reserved")).is_empty());
+        assert_eq!(w.step(limit, &wal(2000, "reserved")), ["retained"]);
+        assert!(
+            w.step(limit, &wal(3000, "reserved")).is_empty(),
+            "still over: once"
+        );
+        assert!(w.step(limit, &wal(10, "reserved")).is_empty());
+        assert_eq!(
+            w.step(limit, &wal(2000, "extended")),
+            ["retained"],
+            "over again"
+        );
+        assert_eq!(w.step(limit, &wal(2000, "unreserved")), ["unreserved"]);
+        assert!(w.step(limit, &wal(2000, "unreserved")).is_empty());
+        assert_eq!(w.step(limit, &wal(2000, "lost")), ["lost"]);
+        assert!(
+            w.step(None, &wal(1 << 40, "reserved")).is_empty(),
+            "no limit, no warning"
+        );
+    }
+
+    #[test]
+    fn rss_is_read() {
+        assert!(process_rss().is_some_and(|b| b > 1 << 20));
+    }
 }
