@@ -31,6 +31,9 @@ pub const BATCH_ROWS: &str = "sluice_batch_rows";
 pub const SINK_WRITE_SECONDS: &str = "sluice_sink_write_seconds";
 /// Commit time (Unix seconds) of the last change the sink made durable.
 pub const LAST_COMMIT_TIME: &str = "sluice_last_applied_commit_timestamp_seconds";
+/// Per table, the commit time (Unix seconds) of its last streamed change
+/// the sink made durable, labelled `table`.
+pub const TABLE_LAST_COMMIT_TIME: &str = "sluice_table_last_applied_commit_timestamp_seconds";
 /// When the checkpoint was last saved (Unix seconds).
 pub const LAST_CHECKPOINT_TIME: &str = "sluice_last_checkpoint_timestamp_seconds";
 /// Server WAL end minus the slot's confirmed position.
@@ -83,6 +86,7 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
     (SINK_WRITE_SECONDS, "histogram", "", "Seconds for the sink to make one flush durable"),
     (FLUSH_SECONDS, "histogram", "", "Seconds to apply one flush to the sink and checkpoint it"),
     (LAST_COMMIT_TIME, "gauge", "", "Commit time (Unix seconds) of the last change the sink made durable"),
+    (TABLE_LAST_COMMIT_TIME, "gauge", "table", "Commit time (Unix seconds) of the table's last streamed change the sink made durable"),
     (LAST_CHECKPOINT_TIME, "gauge", "", "When the checkpoint was last saved (Unix seconds)"),
     (LAG_BYTES, "gauge", "", "Server WAL end minus the slot's confirmed position"),
     (LAG_SECONDS, "gauge", "", "Now minus the commit time of the last applied change (kept exact while idle by the heartbeat)"),

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use arrow::array::AsArray;
-use arrow::datatypes::UInt8Type;
+use arrow::datatypes::{TimestampMicrosecondType, UInt8Type};
 
 use crate::config::TableName;
-use crate::core::meta::{OP, OP_DELETE, OP_INSERT, OP_READ, OP_UPDATE};
+use crate::core::meta::{COMMIT_TS, OP, OP_DELETE, OP_INSERT, OP_READ, OP_UPDATE};
 use crate::core::SinkItem;
 use crate::live::live;
 use crate::metrics as m;
@@ -41,6 +41,18 @@ pub(crate) fn applied(items: &[SinkItem]) {
                 }
             }
             None => counts[0] = rows as u64,
+        }
+        // Copied rows carry the copy's time, not a commit's.
+        let streamed = counts[3] < rows as u64;
+        if let Some(ts) = b
+            .batch
+            .column_by_name(COMMIT_TS)
+            .filter(|_| streamed)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            .and_then(|c| c.iter().flatten().max())
+        {
+            metrics::gauge!(m::TABLE_LAST_COMMIT_TIME, "table" => table.clone())
+                .set(ts as f64 / 1e6);
         }
         for (op, n) in ["insert", "update", "delete", "read"].iter().zip(counts) {
             if n > 0 {

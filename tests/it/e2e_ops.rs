@@ -292,6 +292,20 @@ async fn metrics_follow_a_loaded_run_lag_drops_with_the_heartbeat_and_a_failed_t
     assert!(value(&m, "sluice_batches_total", &[("table", "public.good")]).unwrap() >= 2.0);
     assert!(value(&m, "sluice_sink_write_seconds_count", &[]).unwrap() >= 2.0);
     assert!(value(&m, "sluice_last_applied_commit_timestamp_seconds", &[]).unwrap() > 1.7e9);
+    let good_commit = value(
+        &m,
+        "sluice_table_last_applied_commit_timestamp_seconds",
+        &[("table", "public.good")],
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 300.0..now + 5.0).contains(&good_commit),
+        "good's last commit at {good_commit}, now {now}"
+    );
     assert!(value(&m, "sluice_process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(m.contains("sluice_rows_applied_total{pipeline=\""), "{m}");
 
@@ -320,10 +334,10 @@ async fn metrics_follow_a_loaded_run_lag_drops_with_the_heartbeat_and_a_failed_t
     }
     let m = scrape(port).await;
     assert!(value(&m, "sluice_heartbeats_total", &[]).unwrap() >= 3.0);
-    // The slot always keeps some WAL, so a 1 KiB limit is passed: warned once.
-    assert_eq!(
-        value(&m, "sluice_wal_warnings_total", &[("reason", "retained")]),
-        Some(1.0),
+    // Under load the slot keeps more than 1 KiB of WAL: warned (once per
+    // crossing; an idle slot may keep none and cross again).
+    assert!(
+        value(&m, "sluice_wal_warnings_total", &[("reason", "retained")]).unwrap() >= 1.0,
         "{m}"
     );
     assert_eq!(
