@@ -744,3 +744,46 @@ async fn a_slot_lost_while_running_is_recreated_and_every_table_copied_again() {
     wait_ready(port, true, Duration::from_secs(60)).await;
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_heartbeat_the_user_may_not_send() {
+    let db = fresh_db("e2e_ops_hb").await;
+    let user = unique_name("hb_user");
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY);
+             CREATE ROLE {user} LOGIN REPLICATION;
+             GRANT SELECT ON t TO {user};
+             REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC;"
+        ))
+        .await
+        .unwrap();
+    let url = url_with(&db.url, &db.name, Some((&user, None)));
+    let p = TestPipeline::new(&url, &["public.t"], "");
+    let check = |p: &TestPipeline| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(["check", "-c"])
+            .arg(&p.config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = check(&p);
+    assert!(
+        text.contains(&format!(
+            "FAIL postgres: heartbeat: user \"{user}\" may not call pg_logical_emit_message"
+        )),
+        "{text}"
+    );
+    p.edit_config(
+        "status_interval = \"1s\"",
+        "status_interval = \"1s\"\nheartbeat_interval = \"0s\"",
+    );
+    let off = check(&p);
+    let _ = db
+        .client
+        .batch_execute(&format!("DROP OWNED BY {user}; DROP ROLE {user};"))
+        .await;
+    assert!(off.contains("credentials accepted"), "{off}");
+    assert!(!off.contains("heartbeat"), "{off}");
+}
