@@ -167,7 +167,9 @@ where
         let mut backoff = Backoff::default();
         let mut recovering = false;
         let prepared = loop {
-            let attempt = if opts.copy_only {
+            let attempt = if recovering {
+                source.recreate().await
+            } else if opts.copy_only {
                 match resume {
                     // A resumed copy keeps its version.
                     Some((p, identity)) => Ok(crate::source::Prepared {
@@ -181,26 +183,24 @@ where
             };
             match attempt {
                 Ok(p) => break p,
-                Err(e) if e.position_lost() && opts.resync_on_position_lost && !opts.copy_only => {
+                Err(e)
+                    if !recovering
+                        && e.position_lost()
+                        && opts.resync_on_position_lost
+                        && !opts.copy_only =>
+                {
+                    // From now on only starting over helps (the old slot
+                    // may already be gone).
                     recovering = true;
                     tracing::error!(error = %e, "the saved position is lost upstream: starting over with a new one and copying every table again (on_slot_lost = \"resync\")");
-                    match source.recreate().await {
-                        Ok(p) => break p,
-                        Err(e) => {
-                            backoff
-                                .wait_or_fail(
-                                    e,
-                                    &shutdown,
-                                    "starting over after the position was lost",
-                                )
-                                .await?
-                        }
-                    }
                 }
                 Err(e) => {
-                    backoff
-                        .wait_or_fail(e, &shutdown, "preparing the source")
-                        .await?
+                    let what = if recovering {
+                        "starting over after the position was lost"
+                    } else {
+                        "preparing the source"
+                    };
+                    backoff.wait_or_fail(e, &shutdown, what).await?
                 }
             }
         };
