@@ -8,7 +8,6 @@ use super::{monitor, progress, requests};
 use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
-use crate::sink::Sink;
 use crate::source::postgres::PgSource;
 use crate::state::{sidecar, SledStore};
 
@@ -45,8 +44,8 @@ fn sink_probe(sink: &SinkConfig) -> monitor::SinkProbe {
         SinkConfig::ClickHouse(ch) => {
             let ch = ch.clone();
             Box::new(move || {
-                let sink = ClickHouseSink::new(&ch);
-                Box::pin(async move { sink.healthcheck().await.all_ok() })
+                let ch = ch.clone();
+                Box::pin(async move { crate::sink::clickhouse::healthcheck(&ch).await.all_ok() })
             })
         }
         SinkConfig::Kafka(_) => Box::new(|| Box::pin(async { true })),
