@@ -108,3 +108,40 @@ impl Live {
         metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Live {
+        Live {
+            streaming: AtomicBool::new(false),
+            sink_failing: AtomicBool::new(false),
+            sink_unreachable: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            source_time: AtomicI64::new(0),
+        }
+    }
+
+    #[test]
+    fn ready_only_when_streaming_healthy_and_within_the_lag_bound() {
+        let l = fresh();
+        let bound = Duration::from_secs(5);
+        assert_eq!(l.unready_reasons(bound).len(), 1, "not streaming yet");
+        l.set_streaming(true);
+        assert!(l.unready_reasons(bound).is_empty(), "no lag known yet");
+        l.applied_up_to(now_micros() - 10_000_000);
+        let why = l.unready_reasons(bound);
+        assert!(why.len() == 1 && why[0].contains("lag"), "{why:?}");
+        assert!(l.unready_reasons(Duration::from_secs(60)).is_empty());
+        l.applied_up_to(now_micros() - 60_000_000);
+        assert!(
+            l.lag_seconds().unwrap() < 11.0,
+            "an older source time never moves lag back"
+        );
+        l.set_sink_failing(true);
+        l.set_sink_unreachable(true);
+        l.set_fatal("boom".into());
+        assert_eq!(l.unready_reasons(Duration::from_secs(60)).len(), 3);
+    }
+}
