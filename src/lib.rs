@@ -12,7 +12,8 @@
 //!   state/      trait StateStore + sled, memory; the per-table lifecycle
 //!   core/       change model (Arrow batches + metadata columns), logical types,
 //!               positions, error classes, health-check lines
-//!   config/     TOML -> validated config; secret, tls (rustls roots), metrics: names and helpers
+//!   config/     TOML -> validated config; secret, tls (rustls roots), metrics: names and
+//!               helpers; live: the process's own state for /readyz
 //! ```
 //!
 //! The small API: [`run`] a [`Config`] until a [`CancellationToken`] is
@@ -24,6 +25,7 @@
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod secret;

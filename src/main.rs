@@ -63,7 +63,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let shutdown = CancellationToken::new();
             spawn_signal_handler(shutdown.clone());
             if let Some(addr) = cfg.metrics.listen {
-                sluice::metrics::install(addr).map_err(anyhow::Error::msg)?;
+                let handle =
+                    sluice::metrics::install(&cfg.pipeline.name).map_err(anyhow::Error::msg)?;
+                sluice::app::http::serve(addr, handle, cfg.metrics.ready_max_lag)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             }
             sluice::run(cfg, shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -102,10 +106,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Status(args) => {
+        Command::Status { config: args, json } => {
             let cfg = config::load(&args.config)?;
-            for line in sluice::app::status::status(&cfg).await? {
-                println!("{line}");
+            if json {
+                println!("{}", sluice::app::status::status_json(&cfg).await?);
+            } else {
+                for line in sluice::app::status::status(&cfg).await? {
+                    println!("{line}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -76,7 +76,13 @@ pub enum Command {
     },
 
     /// Show the pipeline's progress: checkpoint, slot position, lag, tables.
-    Status(ConfigArg),
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object (for scripts) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Check that every configured server is reachable and ready.
     ///

@@ -5,6 +5,8 @@
 pub mod check;
 pub mod cli;
 pub mod drop;
+pub mod http;
+pub mod monitor;
 pub mod progress;
 pub mod requests;
 pub mod resync;

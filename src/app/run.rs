@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{progress, requests};
+use super::{monitor, progress, requests};
 use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
@@ -20,9 +20,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     let (tx, rx) = mpsc::channel(16);
     let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
     let store = SledStore::open(&state_path)?;
+    let monitor_stop = shutdown.child_token();
+    let monitor = tokio::spawn(monitor::run(
+        pg.clone(),
+        // The probe only feeds /readyz.
+        config.metrics.listen.map(|_| sink_probe(&config.sink)),
+        state_path.with_extension("spill"),
+        monitor_stop.clone(),
+    ));
     let result = run_with(&config, store, opts, rx, shutdown).await;
+    monitor_stop.cancel();
+    let _ = monitor.await;
     watcher.abort();
+    if let Err(e) = &result {
+        crate::live::live().set_fatal(e.to_string());
+        metrics::counter!(crate::metrics::ERRORS, "class" => "fatal").increment(1);
+    }
     result
+}
+
+/// For the monitor and `/readyz`: does the sink answer?
+fn sink_probe(sink: &SinkConfig) -> monitor::SinkProbe {
+    match sink {
+        SinkConfig::ClickHouse(ch) => {
+            let ch = ch.clone();
+            Box::new(move || {
+                let ch = ch.clone();
+                Box::pin(async move { crate::sink::clickhouse::healthcheck(&ch).await.all_ok() })
+            })
+        }
+        SinkConfig::Kafka(k) => {
+            let k = k.clone();
+            Box::new(move || {
+                let k = k.clone();
+                Box::pin(async move { crate::sink::kafka::healthcheck(&k).await.all_ok() })
+            })
+        }
+    }
 }
 
 /// `sluice snapshot`: copies `tables` (all configured ones when empty) into
@@ -71,6 +105,7 @@ fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> Pipeline
         copy_readers: config.snapshot.parallelism,
         copy_only,
         progress: progress::view(),
+        resync_on_position_lost: pg.on_slot_lost == crate::config::OnSlotLost::Resync,
     }
 }
 

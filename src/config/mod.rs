@@ -27,6 +27,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// and made again.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MIN_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// A logical message this often keeps lag in seconds exact and the slot
+/// moving while the tables are idle ("0s" turns it off).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// `/readyz` answers unready when the last applied commit is older than this.
+pub const DEFAULT_READY_MAX_LAG: Duration = Duration::from_secs(300);
 pub const DEFAULT_CLICKHOUSE_USER: &str = "default";
 pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "default";
 pub const DEFAULT_KAFKA_TOPIC_PREFIX: &str = "sluice";
@@ -116,6 +121,12 @@ pub struct RawPostgresSource {
     pub ssl_root_cert: Option<String>,
     /// "text" (default) or "decimal(P,S)".
     pub unconstrained_numeric: Option<String>,
+    /// Emit a heartbeat message this often ("0s": never).
+    pub heartbeat_interval: Option<ConfigDuration>,
+    /// Warn (log and metric) when the slot retains more WAL than this.
+    pub max_retained_wal: Option<ByteSize>,
+    /// "stop" (default) or "resync": what to do when the slot was invalidated.
+    pub on_slot_lost: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +207,8 @@ pub struct RawKafkaSink {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub listen: Option<String>,
+    /// `/readyz` is unready when lag in seconds exceeds this.
+    pub ready_max_lag: Option<ConfigDuration>,
 }
 
 /// A validated pipeline configuration with defaults filled in.
@@ -334,6 +347,20 @@ pub struct PostgresSourceConfig {
     pub binary: bool,
     pub status_interval: Duration,
     pub unconstrained_numeric: UnconstrainedNumeric,
+    /// `None`: no heartbeat.
+    pub heartbeat_interval: Option<Duration>,
+    /// Retained WAL (bytes) above which a warning is logged and counted.
+    pub max_retained_wal: Option<u64>,
+    pub on_slot_lost: OnSlotLost,
+}
+
+/// What `run` does when the slot was invalidated (its WAL removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSlotLost {
+    /// Stop with an error that says how to recover.
+    Stop,
+    /// Recreate the slot and copy every table again.
+    Resync,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -444,6 +471,7 @@ impl KafkaSinkConfig {
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub listen: Option<std::net::SocketAddr>,
+    pub ready_max_lag: Duration,
 }
 
 /// Parses TOML text into the raw structs (syntax, types, unknown keys).

@@ -387,3 +387,39 @@ fn kafka_defaults_topics_and_fixed_settings() {
         .to_string();
     assert!(e.contains("is not a topic name"), "{e}");
 }
+
+#[test]
+fn operations_keys_default_and_are_checked() {
+    let cfg = check(GOOD).unwrap();
+    let SourceConfig::Postgres(pg) = &cfg.source;
+    assert_eq!(pg.heartbeat_interval, Some(DEFAULT_HEARTBEAT_INTERVAL));
+    assert_eq!(pg.max_retained_wal, None);
+    assert_eq!(pg.on_slot_lost, OnSlotLost::Stop);
+    assert_eq!(cfg.metrics.ready_max_lag, DEFAULT_READY_MAX_LAG);
+
+    let text = GOOD
+        .replace(
+            "[batch]",
+            "heartbeat_interval = \"0s\"\nmax_retained_wal = \"2GiB\"\non_slot_lost = \"resync\"\n\n[batch]",
+        )
+        .replace(
+            "listen = \"127.0.0.1:9187\"",
+            "listen = \"127.0.0.1:9187\"\nready_max_lag = \"30s\"",
+        );
+    let cfg = check(&text).unwrap();
+    let SourceConfig::Postgres(pg) = &cfg.source;
+    assert_eq!(pg.heartbeat_interval, None, "0s turns the heartbeat off");
+    assert_eq!(pg.max_retained_wal, Some(2 << 30));
+    assert_eq!(pg.on_slot_lost, OnSlotLost::Resync);
+    assert_eq!(cfg.metrics.ready_max_lag, Duration::from_secs(30));
+
+    let e = error_of(&GOOD.replace("[batch]", "on_slot_lost = \"ignore\"\n\n[batch]"));
+    assert!(e.contains("source.postgres.on_slot_lost"), "{e}");
+    let e = error_of(&GOOD.replace("[batch]", "max_retained_wal = \"0B\"\n\n[batch]"));
+    assert!(e.contains("source.postgres.max_retained_wal"), "{e}");
+    let e = error_of(&GOOD.replace(
+        "listen = \"127.0.0.1:9187\"",
+        "listen = \"127.0.0.1:9187\"\nready_max_lag = \"0s\"",
+    ));
+    assert!(e.contains("metrics.ready_max_lag"), "{e}");
+}

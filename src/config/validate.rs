@@ -244,6 +244,25 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
             }
         },
     };
+    let heartbeat_interval = Some(
+        raw.heartbeat_interval
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
+    )
+    .filter(|d| !d.is_zero());
+    let max_retained_wal = raw.max_retained_wal.map(|b| b.0);
+    if max_retained_wal == Some(0) {
+        c.err(
+            "source.postgres.max_retained_wal",
+            "must be > 0 (leave it out for no warning)",
+        );
+    }
+    let on_slot_lost = choice(
+        c,
+        "source.postgres.on_slot_lost",
+        raw.on_slot_lost.as_deref(),
+        &[("stop", OnSlotLost::Stop), ("resync", OnSlotLost::Resync)],
+    );
     Some(PostgresSourceConfig {
         conn: conn?,
         slot: slot?,
@@ -255,6 +274,9 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         binary: raw.binary.unwrap_or(true),
         status_interval,
         unconstrained_numeric,
+        heartbeat_interval,
+        max_retained_wal,
+        on_slot_lost,
     })
 }
 
@@ -667,7 +689,17 @@ fn metrics(c: &mut Checker<'_>, raw: Option<&RawMetrics>) -> MetricsConfig {
                 None
             }
         });
-    MetricsConfig { listen }
+    let ready_max_lag = raw
+        .and_then(|m| m.ready_max_lag)
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_READY_MAX_LAG);
+    if ready_max_lag.is_zero() {
+        c.err("metrics.ready_max_lag", "must be > 0");
+    }
+    MetricsConfig {
+        listen,
+        ready_max_lag,
+    }
 }
 
 /// One of a fixed set of words; the first is the default.

@@ -96,6 +96,11 @@ impl SinkItem {
 pub struct Flush<P> {
     pub items: Vec<SinkItem>,
     pub position: Option<P>,
+    /// When set, the source's changes up to this moment (Unix microseconds,
+    /// the source's clock) are in this or earlier flushes: the commit time
+    /// of the last whole transaction, or a caught-up source's clock. For
+    /// lag in seconds.
+    pub source_time: Option<i64>,
 }
 
 impl<P> Default for Flush<P> {
@@ -103,6 +108,7 @@ impl<P> Default for Flush<P> {
         Flush {
             items: Vec::new(),
             position: None,
+            source_time: None,
         }
     }
 }

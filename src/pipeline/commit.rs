@@ -98,7 +98,10 @@ where
                 "skipped rows of tables stopped or being copied"
             );
         }
+        let writing = Instant::now();
         let mut changed = self.apply(&mut flush.items).await?;
+        super::observe::flush_written(writing.elapsed(), flush.source_time);
+        super::observe::applied(&flush.items);
         self.flushes += 1;
         if self.opts.crash_after_sink_write == Some(self.flushes) {
             tracing::error!(

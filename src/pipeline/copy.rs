@@ -321,6 +321,7 @@ async fn copy_unit<C: Copier, K: Sink>(
             return Ok(None);
         }
         shared.progress.add_rows(&unit.table, rows);
+        super::observe::applied(&items);
         metrics::counter!(m::ROWS_WRITTEN).increment(rows);
     }
     match read.await {

@@ -100,7 +100,10 @@ where
                     let tables = self.streaming_tables();
                     if copy.as_ref().is_none_or(|c| c.streams_beside) {
                         match self.start_stream(tables).await {
-                            Ok(s) => stream = Some(s),
+                            Ok(s) => {
+                                crate::live::live().set_streaming(true);
+                                stream = Some(s);
+                            }
                             Err(e) => match e.class() {
                                 ErrorClass::Table(t) => {
                                     self.fail_table(&t, e.to_string());
@@ -110,6 +113,12 @@ where
                                 ErrorClass::Transient => {
                                     let d = backoff.schedule(&e, "starting the stream");
                                     retry_at = Some(tokio::time::Instant::now() + d);
+                                }
+                                ErrorClass::Fatal
+                                    if e.position_lost() && self.opts.resync_on_position_lost =>
+                                {
+                                    self.start_over(&mut copy, e).await?;
+                                    continue;
                                 }
                                 ErrorClass::Fatal => return Err(e.into()),
                             },
@@ -163,6 +172,7 @@ where
                     }
                     None => {
                         let task = stream.take().expect("a stream was running");
+                        crate::live::live().set_streaming(false);
                         let result = task.handle.await.unwrap_or_else(|e| {
                             Err(SourceError::NotReady(format!("the source task failed: {e}")))
                         });
@@ -176,6 +186,9 @@ where
                                 }
                                 _ if stopping || (was_replay && shutdown.is_cancelled()) => {
                                     tracing::debug!(error = %e, "source ended during shutdown");
+                                }
+                                _ if e.position_lost() && self.opts.resync_on_position_lost => {
+                                    self.start_over(&mut copy, e).await?;
                                 }
                                 ErrorClass::Transient => {
                                     metrics::counter!(m::SOURCE_RECONNECTS).increment(1);
@@ -411,6 +424,41 @@ where
             }
         }
         Ok(())
+    }
+
+    /// The source lost the saved position (an invalidated slot) and the
+    /// config says to recover: any copy stops, the source starts over with
+    /// a new position, and every table is copied again from there.
+    async fn start_over(
+        &mut self,
+        copy: &mut Option<Copying>,
+        lost: SourceError,
+    ) -> Result<(), PipelineError> {
+        tracing::error!(error = %lost, "the saved position is lost upstream: starting over with a new one and copying every table again (on_slot_lost = \"resync\")");
+        if let Some(mut c) = copy.take() {
+            c.task.stop.cancel();
+            c.task.events.close();
+            self.end_copy(c).await;
+        }
+        let mut backoff = Backoff::default();
+        let prepared = loop {
+            match self.source.recreate().await {
+                Ok(p) => break p,
+                Err(e) => {
+                    backoff
+                        .wait_or_fail(
+                            e,
+                            &self.shutdown,
+                            "starting over after the position was lost",
+                        )
+                        .await?
+                }
+            }
+        };
+        self.state.identity = prepared.identity;
+        self.state.position = Some(prepared.start);
+        super::recopy_all(&mut self.state, &self.opts.tables);
+        self.save()
     }
 
     /// Marks tables for a new copy; the running loop starts it.

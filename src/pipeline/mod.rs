@@ -29,6 +29,7 @@ mod commit;
 mod copy;
 mod driver;
 mod error;
+mod observe;
 pub mod progress;
 pub mod retry;
 #[cfg(test)]
@@ -91,6 +92,9 @@ pub struct PipelineOptions {
     pub copy_only: bool,
     /// Shows copy progress.
     pub progress: Arc<dyn ProgressView>,
+    /// When the source loses the saved position (an invalidated slot):
+    /// start over and copy every table again, instead of stopping.
+    pub resync_on_position_lost: bool,
 }
 
 impl std::fmt::Debug for PipelineOptions {
@@ -161,8 +165,11 @@ where
             .as_ref()
             .and_then(|s| s.position.as_ref().map(|p| (p, &s.identity)));
         let mut backoff = Backoff::default();
+        let mut recovering = false;
         let prepared = loop {
-            let attempt = if opts.copy_only {
+            let attempt = if recovering {
+                source.recreate().await
+            } else if opts.copy_only {
                 match resume {
                     // A resumed copy keeps its version.
                     Some((p, identity)) => Ok(crate::source::Prepared {
@@ -176,10 +183,24 @@ where
             };
             match attempt {
                 Ok(p) => break p,
+                Err(e)
+                    if !recovering
+                        && e.position_lost()
+                        && opts.resync_on_position_lost
+                        && !opts.copy_only =>
+                {
+                    // From now on only starting over helps (the old slot
+                    // may already be gone).
+                    recovering = true;
+                    tracing::error!(error = %e, "the saved position is lost upstream: starting over with a new one and copying every table again (on_slot_lost = \"resync\")");
+                }
                 Err(e) => {
-                    backoff
-                        .wait_or_fail(e, &shutdown, "preparing the source")
-                        .await?
+                    let what = if recovering {
+                        "starting over after the position was lost"
+                    } else {
+                        "preparing the source"
+                    };
+                    backoff.wait_or_fail(e, &shutdown, what).await?
                 }
             }
         };
@@ -202,6 +223,9 @@ where
             if let Some(Lifecycle::Failed { reason, .. }) = state.table(t).map(|s| &s.lifecycle) {
                 tracing::warn!(table = %t, reason = %reason, "table stays stopped (failed earlier): resync it to replicate it again");
             }
+        }
+        if recovering {
+            recopy_all(&mut state, &opts.tables);
         }
         tracing::info!(position = %state.position.as_ref().expect("set above"), "state loaded");
         let mut p = Pipeline {
@@ -233,6 +257,7 @@ where
         if let Some(path) = &self.opts.status_file {
             sidecar::write(path, &self.state);
         }
+        observe::table_states(&self.state, &self.opts.tables);
         Ok(())
     }
 
@@ -241,6 +266,7 @@ where
         let since = self.state.position.as_ref().map(|p| p.to_string());
         tracing::error!(table = %table, reason = %reason, "table stopped: nothing more is written for it until it is resynced; the other tables go on");
         metrics::counter!(m::TABLE_FAILURES).increment(1);
+        metrics::counter!(m::ERRORS, "class" => "table").increment(1);
         self.state
             .set_lifecycle(table, Lifecycle::Failed { reason, since });
     }
@@ -257,6 +283,24 @@ where
     }
 }
 
+/// After the position was lost: every table is copied again from the new
+/// one (rows deleted meanwhile disappear, as in a resync).
+fn recopy_all<P: crate::core::Position>(state: &mut PipelineState<P>, tables: &[TableName]) {
+    for t in tables {
+        state.set_lifecycle(
+            t,
+            Lifecycle::Resyncing {
+                progress: crate::state::SnapshotProgress::default(),
+            },
+        );
+    }
+    metrics::counter!(m::SLOT_RECOVERIES).increment(1);
+    tracing::warn!(
+        tables = tables.len(),
+        "recovered from a lost position: every table is copied again"
+    );
+}
+
 /// Applies items so that they are durable: transient sink errors are
 /// retried with backoff (until `shutdown`); a table the sink cannot write
 /// is dropped from the items and the rest applied again (a replay, which
@@ -269,7 +313,9 @@ pub(crate) async fn apply_durably<K: Sink>(
     let mut backoff = Backoff::default();
     let mut stopped = Vec::new();
     loop {
-        match sink.apply(items).await {
+        let result = sink.apply(items).await;
+        crate::live::live().set_sink_failing(result.as_ref().is_err_and(|e| e.is_transient()));
+        match result {
             Ok(()) => break,
             Err(e) => match e.class() {
                 ErrorClass::Table(t) => {

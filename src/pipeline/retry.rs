@@ -68,6 +68,7 @@ impl Backoff {
         let delay = self.next_delay();
         tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
         metrics::counter!(m::RETRIES, "what" => what.to_string()).increment(1);
+        metrics::counter!(m::ERRORS, "class" => "transient").increment(1);
         delay
     }
 
@@ -87,6 +88,7 @@ impl Backoff {
         let delay = self.next_delay();
         tracing::warn!(error = %e, retry_in = ?delay, "{what} failed; retrying");
         metrics::counter!(m::RETRIES, "what" => what.to_string()).increment(1);
+        metrics::counter!(m::ERRORS, "class" => "transient").increment(1);
         tokio::select! {
             _ = shutdown.cancelled() => Err(e),
             _ = tokio::time::sleep(delay) => Ok(()),

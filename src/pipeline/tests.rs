@@ -63,6 +63,7 @@ fn flush(items: Vec<SinkItem>, position: u64) -> Flush<u64> {
     Flush {
         items,
         position: Some(position),
+        source_time: None,
     }
 }
 
@@ -290,6 +291,7 @@ fn options(tables: &[&str], initial_snapshot: bool) -> PipelineOptions {
         copy_readers: 2,
         copy_only: false,
         progress: Arc::new(LogView),
+        resync_on_position_lost: false,
     }
 }
 

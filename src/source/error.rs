@@ -119,6 +119,13 @@ impl Classify for SourceError {
 }
 
 impl SourceError {
+    /// The upstream no longer holds the changes after the saved position
+    /// (PostgreSQL: the slot was invalidated). Recoverable only by starting
+    /// over: a new position and a copy of every table.
+    pub fn position_lost(&self) -> bool {
+        matches!(self, SourceError::SlotInvalidated { .. })
+    }
+
     /// Whether waiting and reconnecting may help; otherwise a user must act.
     pub fn is_retryable(&self) -> bool {
         match self {

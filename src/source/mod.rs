@@ -69,6 +69,19 @@ pub trait Source: Send + 'static {
         &mut self,
     ) -> impl Future<Output = Result<Prepared<Self::Position>, SourceError>> + Send;
 
+    /// The saved position was lost upstream ([`SourceError::position_lost`]):
+    /// start over with a new one (PostgreSQL: drop and recreate the slot,
+    /// exporting its snapshot), from which every table is copied again.
+    fn recreate(
+        &mut self,
+    ) -> impl Future<Output = Result<Prepared<Self::Position>, SourceError>> + Send {
+        async {
+            Err(SourceError::NotReady(
+                "this source cannot start over after losing its position".into(),
+            ))
+        }
+    }
+
     /// What copies tables' existing rows (snapshots, resyncs); usable from
     /// several tasks at once, while the stream runs.
     fn copier(&self) -> Self::Copier;

@@ -21,6 +21,7 @@ use crate::config::ClickHouseSinkConfig;
 use crate::secret::redact;
 
 pub use ddl::TableKind;
+pub use health::healthcheck;
 pub use sink::ClickHouseSink;
 pub use types::ServerCaps;
 

@@ -62,6 +62,8 @@ pub struct Assembler {
     txn: Option<Txn>,
     /// End LSN of the last transaction fully handed to the builders.
     last_commit_end: Option<Lsn>,
+    /// Commit time (Unix microseconds) of the transaction that ends at `last_commit_end`.
+    last_commit_time: Option<i64>,
     /// Transactions whose commit record lies before this were applied already.
     resume_from: Lsn,
     /// Scratch for unchanged-TOAST column indexes of one row.
@@ -82,6 +84,7 @@ impl Assembler {
             pending_rows: 0,
             txn: None,
             last_commit_end: None,
+            last_commit_time: None,
             resume_from,
             unchanged: Vec::new(),
             warned: HashSet::new(),
@@ -162,10 +165,11 @@ impl Assembler {
     }
 
     pub fn commit(&mut self, end_lsn: u64) -> Step {
-        self.txn = None;
+        let txn = self.txn.take();
         let end = Lsn(end_lsn);
         if end > self.resume_from {
             self.last_commit_end = Some(end);
+            self.last_commit_time = txn.map(|t| t.commit_ts);
         }
         Step::Committed { end_lsn: end }
     }
@@ -401,6 +405,7 @@ impl Assembler {
         Flush {
             items: std::mem::take(&mut self.pending),
             position: self.last_commit_end.take(),
+            source_time: self.last_commit_time.take(),
         }
     }
 

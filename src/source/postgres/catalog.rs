@@ -393,6 +393,39 @@ pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
         .map_err(SourceError::Protocol)
 }
 
+/// A slot's WAL as monitoring sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotWal {
+    /// Server WAL end minus the confirmed position.
+    pub lag_bytes: Option<i64>,
+    /// Server WAL end minus restart_lsn: what the slot keeps on disk.
+    pub retained_bytes: Option<i64>,
+    pub wal_status: Option<String>,
+    /// `None` when max_slot_wal_keep_size is unlimited.
+    pub safe_wal_size: Option<i64>,
+}
+
+/// The slot's lag and retained WAL; `None` when it does not exist.
+pub async fn slot_wal(c: &Client, name: &str) -> Result<Option<SlotWal>, SourceError> {
+    let row = c
+        .query_opt(
+            "WITH w AS (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                                    ELSE pg_current_wal_lsn() END AS lsn)
+             SELECT (pg_wal_lsn_diff(w.lsn, confirmed_flush_lsn))::int8,
+                    (pg_wal_lsn_diff(w.lsn, restart_lsn))::int8,
+                    wal_status, safe_wal_size::int8
+             FROM pg_replication_slots, w WHERE slot_name = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(row.map(|r| SlotWal {
+        lag_bytes: r.get(0),
+        retained_bytes: r.get(1),
+        wal_status: r.get(2),
+        safe_wal_size: r.get(3),
+    }))
+}
+
 /// Drops the slot if it exists; true when something was dropped.
 pub async fn drop_slot(c: &Client, name: &str) -> Result<bool, SourceError> {
     if slot(c, name).await?.is_none() {

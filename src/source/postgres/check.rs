@@ -2,7 +2,7 @@
 //! slot, tables and their keys, publication. Changes nothing.
 
 use super::catalog::{self, ReplicaIdentity};
-use crate::config::PostgresSourceConfig;
+use crate::config::{OnSlotLost, PostgresSourceConfig};
 use crate::core::health::Report;
 
 pub async fn healthcheck(cfg: &PostgresSourceConfig) -> Report {
@@ -55,6 +55,31 @@ async fn check(cfg: &PostgresSourceConfig, report: &mut Report) {
         );
     }
 
+    if cfg.heartbeat_interval.is_some() {
+        match client
+            .query_one(
+                // The text variant (PostgreSQL 17 added a fourth argument).
+                "SELECT coalesce(bool_or(has_function_privilege(oid, 'EXECUTE')), false)
+                 FROM pg_proc WHERE proname = 'pg_logical_emit_message'
+                   AND proargtypes[2] = 'text'::regtype",
+                &[],
+            )
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => {
+                report.ok(subject, "heartbeat: may call pg_logical_emit_message")
+            }
+            Ok(_) => report.fail(
+                subject,
+                format!(
+                    "heartbeat: user {:?} may not call pg_logical_emit_message: grant it EXECUTE on the function's text variant, or set source.postgres.heartbeat_interval = \"0s\"",
+                    cfg.conn.user
+                ),
+            ),
+            Err(e) => report.fail(subject, format!("heartbeat: {e}")),
+        }
+    }
+
     let slot = catalog::slot(&client, &cfg.slot).await;
     let slot_exists = matches!(slot, Ok(Some(_)));
     match slot {
@@ -72,7 +97,11 @@ async fn check(cfg: &PostgresSourceConfig, report: &mut Report) {
                     ),
                 );
             } else if s.wal_status.as_deref() == Some("lost") {
-                report.fail(subject, format!("slot \"{}\" was invalidated (WAL removed, see max_slot_wal_keep_size): drop it with `sluice drop` and resync", cfg.slot));
+                if cfg.on_slot_lost == OnSlotLost::Resync {
+                    report.ok(subject, format!("slot \"{}\" was invalidated (WAL removed, see max_slot_wal_keep_size); `sluice run` recreates it and copies every table again (on_slot_lost = \"resync\")", cfg.slot));
+                } else {
+                    report.fail(subject, format!("slot \"{}\" was invalidated (WAL removed, see max_slot_wal_keep_size): drop it with `sluice drop` and resync, or set source.postgres.on_slot_lost = \"resync\"", cfg.slot));
+                }
             } else if let Some(pid) = s.active_pid {
                 report.fail(
                     subject,

@@ -23,6 +23,7 @@ pub mod catalog;
 mod check;
 pub mod copier;
 pub mod copy_binary;
+mod heartbeat;
 pub mod lsn;
 pub mod pgoutput;
 pub mod replication;
@@ -150,6 +151,18 @@ impl Source for PgSource {
     type Position = Lsn;
     type Stream = Session;
     type Copier = PgCopier;
+
+    async fn recreate(&mut self) -> Result<Prepared<Lsn>, SourceError> {
+        let client = catalog::connect(&self.cfg.conn).await?;
+        if catalog::drop_slot(&client, &self.cfg.slot).await? {
+            tracing::warn!(slot = %self.cfg.slot, "dropped the invalidated slot");
+        }
+        // The new slot exports its snapshot, where every table is copied.
+        let initial_snapshot = std::mem::replace(&mut self.cfg.initial_snapshot, true);
+        let prepared = self.prepare(None).await;
+        self.cfg.initial_snapshot = initial_snapshot;
+        prepared
+    }
 
     async fn prepare(
         &mut self,

@@ -136,7 +136,10 @@ impl Session {
             publication: cfg.publication.clone(),
             streaming: true,
             binary,
-            messages: false,
+            // Heartbeats are logical messages, consumed and never written;
+            // without the option (PostgreSQL 14+) a transaction holding only
+            // one is empty, and PostgreSQL 15+ skips empty transactions.
+            messages: cfg.heartbeat_interval.is_some() && settings.version_num >= 140_000,
         };
         repl.start(&cfg.slot, start, &options).await?;
         tracing::info!(slot = %cfg.slot, start = %start, proto_version, "replication started");
@@ -166,6 +169,32 @@ impl Session {
     /// Streams until shutdown or an error. Flushes go to `out`; `acks`
     /// carries the positions the sink made durable (and checkpointed).
     pub async fn run(
+        self,
+        out: mpsc::Sender<Flush<Lsn>>,
+        acks: watch::Receiver<Lsn>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let beat_stop = shutdown.child_token();
+        let heartbeat = self
+            .cfg
+            .heartbeat_interval
+            .filter(|_| self.opts.confirm)
+            .map(|every| {
+                tokio::spawn(super::heartbeat::run(
+                    self.cfg.conn.clone(),
+                    every,
+                    beat_stop.clone(),
+                ))
+            });
+        let result = self.run_loop(out, acks, shutdown).await;
+        beat_stop.cancel();
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        result
+    }
+
+    async fn run_loop(
         mut self,
         out: mpsc::Sender<Flush<Lsn>>,
         mut acks: watch::Receiver<Lsn>,
@@ -246,11 +275,12 @@ impl Session {
             }
             ReplicationMessage::PrimaryKeepalive {
                 wal_end,
+                server_clock,
                 reply_requested,
-                ..
             } => {
                 self.received = self.received.max(Lsn(wal_end));
-                self.maybe_idle_advance(Lsn(wal_end), out, acks).await?;
+                let at = server_clock.saturating_add(PG_EPOCH_UNIX_MICROS);
+                self.maybe_idle_advance(Lsn(wal_end), at, out, acks).await?;
                 if reply_requested {
                     self.send_status(false).await?;
                 }
@@ -371,11 +401,11 @@ impl Session {
     async fn maybe_idle_advance(
         &mut self,
         wal_end: Lsn,
+        server_clock: i64,
         out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
         if !self.opts.confirm
-            || wal_end <= self.requested
             || self.durable < self.requested
             || !self.assembler.is_idle()
             || !self.spill.is_empty()
@@ -384,11 +414,24 @@ impl Session {
         {
             return Ok(());
         }
+        if wal_end <= self.requested {
+            // Nothing new on the server and everything before is durable:
+            // caught up as of its clock (lag in seconds stays exact while
+            // idle even without the heartbeat).
+            self.last_idle_advance = Instant::now();
+            let flush = Flush {
+                source_time: Some(server_clock),
+                ..Flush::default()
+            };
+            return self.send_flush(flush, out, acks).await;
+        }
         self.last_idle_advance = Instant::now();
         tracing::debug!(lsn = %wal_end, "idle: advancing checkpoint to the server's WAL end");
+        // Caught up with the server as of its clock: no lag.
         let flush = Flush {
             items: Vec::new(),
             position: Some(wal_end),
+            source_time: Some(server_clock),
         };
         metrics::counter!(crate::metrics::SOURCE_FLUSHES, "reason" => FlushReason::Idle.as_str())
             .increment(1);

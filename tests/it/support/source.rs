@@ -31,6 +31,9 @@ pub fn source_config(url: &str, tables: &[&str]) -> PostgresSourceConfig {
         binary: true,
         status_interval: Duration::from_secs(1),
         unconstrained_numeric: UnconstrainedNumeric::Text,
+        heartbeat_interval: None,
+        max_retained_wal: None,
+        on_slot_lost: sluice::config::OnSlotLost::Stop,
     }
 }
 
