@@ -26,6 +26,10 @@ pub struct CatalogCache {
     pub types: TypeCache,
     /// Per table OID, the columns declared NOT NULL.
     pub not_null: HashMap<u32, HashSet<String>>,
+    /// Per table OID, the key columns from the catalog (primary key, or the
+    /// replica identity index): a Relation under REPLICA IDENTITY FULL flags
+    /// every column, which is not the key.
+    pub keys: HashMap<u32, HashSet<String>>,
 }
 
 struct Relation {
@@ -178,6 +182,7 @@ impl Assembler {
     fn relation(&mut self, body: RelationBody, catalog: &CatalogCache) -> Result<(), SourceError> {
         let types = &catalog.types;
         let not_null = catalog.not_null.get(&body.rel_id);
+        let keys = catalog.keys.get(&body.rel_id);
         let table = TableName::new(body.namespace.clone(), body.name.clone());
         if !self.tables.contains(&table) {
             self.relations.remove(&body.rel_id);
@@ -187,7 +192,8 @@ impl Assembler {
             name: &c.name,
             type_oid: c.type_oid,
             typmod: c.type_modifier,
-            is_key: c.is_key(),
+            // Without a catalog entry (tests), the Relation's own flags.
+            is_key: keys.map_or(c.is_key(), |k| k.contains(&c.name)),
             not_null: not_null.is_some_and(|n| n.contains(&c.name)),
         });
         let full = body.replica_identity == ReplicaIdentity::Full;

@@ -526,6 +526,33 @@ pub async fn not_null_columns(
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
+/// The index whose columns are a table's key, as an SQL condition on
+/// `pg_index i` for the table `c`: the replica identity index when the table
+/// uses one (deletes then carry only its columns), else the primary key.
+/// REPLICA IDENTITY FULL does not change the key: it only adds old values.
+const KEY_INDEX: &str =
+    "i.indrelid = c.oid AND CASE WHEN c.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END";
+
+/// The key columns of a table (by OID); see [`KEY_INDEX`]. Empty when the
+/// table has no key (it is then replicated as a multiset).
+pub async fn key_columns(
+    c: &Client,
+    rel_id: u32,
+) -> Result<std::collections::HashSet<String>, SourceError> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT a.attname::text FROM pg_class c
+                 JOIN pg_index i ON {KEY_INDEX}
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey::int2[])
+                 WHERE c.oid = $1"
+            ),
+            &[&rel_id],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
 /// A table column as the snapshot and the type check need it.
 #[derive(Debug, Clone)]
 pub struct TableColumn {
@@ -533,7 +560,7 @@ pub struct TableColumn {
     pub type_oid: u32,
     pub typmod: i32,
     pub not_null: bool,
-    /// Part of the replica identity, as pgoutput flags it.
+    /// Part of the table's key (see [`KEY_INDEX`]).
     pub is_key: bool,
 }
 
@@ -542,21 +569,17 @@ pub struct TableColumn {
 pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>, SourceError> {
     let rows = c
         .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
-                    CASE c.relreplident
-                      WHEN 'f' THEN true
-                      WHEN 'n' THEN false
-                      WHEN 'i' THEN a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                      WHERE i.indrelid = c.oid AND i.indisreplident LIMIT 1), '{}'))
-                      ELSE a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                      WHERE i.indrelid = c.oid AND i.indisprimary LIMIT 1), '{}'))
-                    END
-             FROM pg_attribute a
-             JOIN pg_class c ON c.oid = a.attrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
-               AND NOT a.attisdropped AND a.attgenerated = ''
-             ORDER BY a.attnum",
+            &format!(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
+                        a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
+                                                 WHERE {KEY_INDEX} LIMIT 1), '{{}}'))
+                 FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
+                   AND NOT a.attisdropped AND a.attgenerated = ''
+                 ORDER BY a.attnum"
+            ),
             &[&t.schema, &t.name],
         )
         .await?;

@@ -312,6 +312,8 @@ impl Session {
             }
             let not_null = catalog::not_null_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.not_null.insert(body.rel_id, not_null);
+            let keys = catalog::key_columns(&self.catalog, body.rel_id).await?;
+            self.catalog_cache.keys.insert(body.rel_id, keys);
         }
         if let Step::Committed { .. } =
             self.assembler.handle(msg, wal_start, &self.catalog_cache)?
