@@ -132,7 +132,7 @@ pub struct RawClickHouseSink {
     pub on_drop_column: Option<String>,
     /// "String" (default) or "JSON".
     pub json_type: Option<String>,
-    /// Tables without a primary key (REPLICA IDENTITY FULL): "full_row" (default) or "append_only".
+    /// Tables without a key: "multiset" (default) or "append_only".
     pub tables_without_key: Option<String>,
 }
 
@@ -357,11 +357,13 @@ pub enum JsonType {
     Json,
 }
 
-/// How tables without a primary key (REPLICA IDENTITY FULL) are written.
+/// How tables without a key (no primary key, no replica identity index)
+/// are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoKeyMode {
-    /// ReplacingMergeTree ordered by every column.
-    FullRow,
+    /// An exact multiset: every change a row (+1 insert, -1 delete), keyed
+    /// by its position so replays are absorbed, and a view of the live rows.
+    Multiset,
     /// Plain MergeTree: every change is appended as a row.
     AppendOnly,
 }

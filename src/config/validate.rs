@@ -473,7 +473,7 @@ fn clickhouse_sink(c: &mut Checker<'_>, raw: &RawClickHouseSink) -> Option<Click
         "sink.clickhouse.tables_without_key",
         raw.tables_without_key.as_deref(),
         &[
-            ("full_row", NoKeyMode::FullRow),
+            ("multiset", NoKeyMode::Multiset),
             ("append_only", NoKeyMode::AppendOnly),
         ],
     );

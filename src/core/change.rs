@@ -42,6 +42,12 @@ impl TableShape {
         self.columns.iter().filter(|c| c.is_key)
     }
 
+    /// No column identifies a row: the table is a multiset, and its batches
+    /// carry `_seq` (see [`super::meta::SEQ`]).
+    pub fn keyless(&self) -> bool {
+        !self.columns.iter().any(|c| c.is_key)
+    }
+
     /// `name type` per column, as the state store records a schema.
     pub fn describe_columns(&self) -> Vec<String> {
         self.columns

@@ -1,7 +1,9 @@
 //! Table shapes end to end (`sluice run`, PostgreSQL -> ClickHouse), each
 //! compared row for row: keys from the catalog whatever the replica
-//! identity.
+//! identity; a table without a key as an exact multiset under kills.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::e2e::*;
@@ -104,3 +106,157 @@ async fn keys_come_from_the_catalog_whatever_the_replica_identity() {
     let status = terminate(&mut sluice, Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", p.last_log());
 }
+
+const LOG_PG: &str = "SELECT kind, n::text, note, at::text FROM log";
+
+fn log_ch(db: &str) -> String {
+    format!("SELECT kind, toString(n), note, toString(at) FROM `{db}`.log_live")
+}
+
+/// Random changes to the key-less `log` until `stop`: duplicate inserts
+/// (some by COPY, whose rows share one WAL record), deleting and updating
+/// one copy of a duplicate, every 300th transaction a truncate. Returns the
+/// number of truncates.
+async fn multiset_load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>) -> u64 {
+    use futures_util::SinkExt;
+    use rand::Rng;
+    let client = connect(&url).await;
+    let mut truncates = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if txns.load(Ordering::Relaxed) % 300 == 150 {
+            client
+                .batch_execute("BEGIN; TRUNCATE log; INSERT INTO log VALUES ('after', NULL, NULL, NULL), ('after', NULL, NULL, NULL); COMMIT;")
+                .await
+                .unwrap();
+            truncates += 1;
+            txns.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let (a, n, kind) = {
+            let mut r = rand::thread_rng();
+            (r.gen_range(0..6), r.gen_range(1..5), r.gen_range(0..40))
+        };
+        let sql = match kind {
+            0..=9 => format!(
+                "INSERT INTO log SELECT 'k{a}', {a}, CASE WHEN g % 2 = 0 THEN NULL ELSE 'x' END, NULL FROM generate_series(1, {n}) g"
+            ),
+            10..=14 => {
+                let copy = async {
+                    let sink = client.copy_in("COPY log FROM STDIN").await?;
+                    futures_util::pin_mut!(sink);
+                    let rows = format!("k{a}\t{a}\t\\N\t7\nk{a}\t{a}\t\\N\t7\n\\N\t\\N\t\\N\t\\N\n");
+                    sink.send(bytes::Bytes::from(rows)).await?;
+                    sink.finish().await.map(|_| ())
+                };
+                if let Err(e) = copy.await {
+                    eprintln!("load: copy: {e}");
+                }
+                txns.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            15..=22 => format!(
+                "DELETE FROM log WHERE ctid = (SELECT ctid FROM log WHERE kind = 'k{a}' LIMIT 1)"
+            ),
+            23..=30 => format!(
+                "UPDATE log SET note = 'upd', at = coalesce(at, 0) + 1 WHERE ctid = (SELECT ctid FROM log WHERE n = {a} LIMIT 1)"
+            ),
+            31..=36 => format!(
+                "BEGIN; INSERT INTO log VALUES ('k{a}', {a}, NULL, NULL), ('k{a}', {a}, NULL, NULL);
+                 DELETE FROM log WHERE ctid = (SELECT ctid FROM log WHERE kind = 'k{a}' AND note IS NULL LIMIT 1); COMMIT;"
+            ),
+            _ => "UPDATE log SET n = NULL WHERE ctid = (SELECT ctid FROM log WHERE n IS NOT NULL LIMIT 1)".into(),
+        };
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            eprintln!("load: {e}");
+        }
+        txns.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    truncates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_table_is_an_exact_multiset_under_kills() {
+    use rand::Rng;
+    let db = fresh_db("e2e_multiset").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE log (kind text, n int, note text, at int);
+             ALTER TABLE log REPLICA IDENTITY FULL;
+             INSERT INTO log SELECT 'k' || (g % 4), g % 4, CASE WHEN g % 3 = 0 THEN NULL ELSE 'x' END, NULL
+             FROM generate_series(1, 40) g;
+             INSERT INTO log VALUES (NULL, NULL, NULL, NULL), (NULL, NULL, NULL, NULL);",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.log"], "");
+    let mut first = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    // The initial copy (at the new slot's snapshot) first.
+    let initial = wait_equal(
+        &p,
+        &db.client,
+        LOG_PG,
+        &log_ch(&p.ch_db),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(initial.len(), 42);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let txns = Arc::new(AtomicU64::new(0));
+    let loader = tokio::spawn(multiset_load(db.url.clone(), stop.clone(), txns.clone()));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut kills = 1;
+    while kills < MULTISET_KILLS {
+        let (wait_ms, use_failpoint, nth) = {
+            let mut r = rand::thread_rng();
+            (
+                r.gen_range(300..2000),
+                r.gen_bool(0.3),
+                r.gen_range(1..4).to_string(),
+            )
+        };
+        let env: Vec<(&str, &str)> = if use_failpoint {
+            vec![("SLUICE_CRASH_AFTER_SINK_WRITE", nth.as_str())]
+        } else {
+            Vec::new()
+        };
+        let mut child = p.spawn(&env);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        match child.try_wait().unwrap() {
+            Some(status) if use_failpoint && !status.success() => {}
+            Some(status) => panic!("sluice exited: {status}\n{}", tail(&p.last_log(), 40)),
+            None => child.kill().unwrap(),
+        }
+        let _ = child.wait();
+        kills += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let truncates = loader.await.unwrap();
+    assert!(truncates > 0);
+    let mut last = p.spawn(&[]);
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        LOG_PG,
+        &log_ch(&p.ch_db),
+        Duration::from_secs(120),
+    )
+    .await;
+    let distinct: std::collections::BTreeSet<&String> = rows.iter().collect();
+    println!(
+        "multiset: {kills} kills, {} load transactions ({truncates} truncates), {} rows ({} distinct)",
+        txns.load(Ordering::Relaxed),
+        rows.len(),
+        distinct.len()
+    );
+    assert!(distinct.len() < rows.len(), "duplicates are kept");
+    assert!(rows.iter().any(|r| r.contains("\\N")), "NULLs are kept");
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+}
+
+const MULTISET_KILLS: usize = 10;

@@ -43,6 +43,9 @@ struct Txn {
     commit_ts: i64,
     /// Set for transactions that end at or before the resume point.
     skip: bool,
+    /// Ordinal of the next row change in this transaction (`_seq` of
+    /// tables without a key: replays number them the same way).
+    seq: u64,
 }
 
 /// What the caller should do after a message.
@@ -162,6 +165,7 @@ impl Assembler {
             commit_lsn,
             commit_ts: commit_ts.saturating_add(PG_EPOCH_OFFSET_MICROS),
             skip: commit_lsn < self.resume_from.0,
+            seq: 0,
         });
     }
 
@@ -264,11 +268,28 @@ impl Assembler {
         wal_start: Lsn,
     ) -> Result<(), SourceError> {
         // An update that moves the key: a delete of the old key first, so the
-        // old row does not linger under its old key in the sink.
+        // old row does not linger under its old key in the sink. Without a
+        // key (a multiset) every update is a delete of one copy of the old
+        // row and an insert of the new one.
         let moved = match (old, self.relations.get(&rel_id)) {
+            (Some(old), Some(rel)) if rel.key_indexes.is_empty() => {
+                if !matches!(old, OldTuple::Full(_)) {
+                    return Err(SourceError::TableData {
+                        table: rel.shape.table.clone(),
+                        message: "an update of a table without a key came without its whole old row; set REPLICA IDENTITY FULL (or add a primary key) and resync".into(),
+                    });
+                }
+                true
+            }
             (Some(old), Some(rel)) => rel.key_indexes.iter().any(|&i| {
                 !matches!((old.tuple().get(i), new.get(i)), (Some(a), Some(b)) if same_value(&a, &b))
             }),
+            (None, Some(rel)) if rel.key_indexes.is_empty() && self.txn.as_ref().is_some_and(|t| !t.skip) => {
+                return Err(SourceError::TableData {
+                    table: rel.shape.table.clone(),
+                    message: "an update of a table without a key came without its old row; set REPLICA IDENTITY FULL (or add a primary key) and resync".into(),
+                });
+            }
             _ => false,
         };
         if let (true, Some(old)) = (moved, old) {
@@ -306,6 +327,7 @@ impl Assembler {
             version: wal_start.0,
             commit_ts: txn.commit_ts,
         };
+        let seq = txn.seq;
         let Some(rel) = self.relations.get(&rel_id) else {
             // Not a configured table (publication holds more), or a protocol bug.
             return Ok(());
@@ -352,7 +374,11 @@ impl Assembler {
                 });
             }
         }
+        builder.set_next_seq(seq);
         builder.finish_row(meta, &self.unchanged);
+        if let Some(t) = &mut self.txn {
+            t.seq += 1;
+        }
         // The whole old row of an update, where the table logs it.
         match old.filter(|_| op == OP_UPDATE && builder.has_before()) {
             Some(o) => {

@@ -130,6 +130,8 @@ pub(super) struct Inner {
     split: SplitMode,
     /// The snapshot every connection reads at (a new slot's export).
     snapshot: Option<String>,
+    /// A one-shot copy: no stream follows it.
+    copy_only: bool,
     idle: Mutex<Vec<Client>>,
 }
 
@@ -165,6 +167,7 @@ impl PgCopier {
         readers: usize,
         split: SplitMode,
         snapshot: Option<String>,
+        copy_only: bool,
     ) -> Self {
         PgCopier {
             inner: Arc::new(Inner {
@@ -174,9 +177,17 @@ impl PgCopier {
                 readers,
                 split,
                 snapshot,
+                copy_only,
                 idle: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    async fn has_key(&self, c: &Client, table: &TableName) -> Result<bool, SourceError> {
+        Ok(match catalog::table_info(c, table).await? {
+            Some(info) => !catalog::key_columns(c, info.oid).await?.is_empty(),
+            None => true,
+        })
     }
 
     /// Whether every unit is read at the slot's exported snapshot.
@@ -303,9 +314,13 @@ impl Copier for PgCopier {
                 estimated_rows: (size.rows >= 0.0).then_some(size.rows as u64),
             }]
         };
+        // A table without a key is a multiset: units read at different
+        // moments would count a row moved between them twice (or never),
+        // so outside an exported snapshot it is one unit, one snapshot.
+        let keyless = !self.at_exported_snapshot() && !self.has_key(lease.client(), table).await?;
         // Ranges need a table with storage of its own (TID range scans,
         // samples); a partitioned parent is read whole.
-        if !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
+        if keyless || !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
             lease.release();
             return Ok(whole());
         }
@@ -341,13 +356,35 @@ impl Copier for PgCopier {
             *at,
             self.inner.limits,
         )
-        .await?;
+        .await?
+        .with_seq_base(copy_seq_base(&unit.id));
+        if reader.keyless() && !self.at_exported_snapshot() && !self.inner.copy_only {
+            // The stream replays every change after `at`; a multiset read
+            // later than `at` would count those changes twice.
+            return Err(SourceError::TableData {
+                table: unit.table.clone(),
+                message: "the table has no key, so it is replicated as an exact multiset, which can only be copied at a new replication slot's snapshot; this copy is not (it was resumed after a restart, asked by a resync, or the table was added later). Give the table a primary key (or REPLICA IDENTITY USING INDEX) and resync, or start the pipeline anew (`sluice drop`, then `sluice run`)".into(),
+            });
+        }
         Ok(reader.with_lease(lease))
     }
 
     fn version(&self, at: &Lsn) -> u64 {
         at.0
     }
+}
+
+/// The first `_seq` of a unit's rows (tables without a key): the copy
+/// marker, then a hash of the unit's id (stable across runs), then room for
+/// 2^32 row ordinals.
+pub fn copy_seq_base(unit_id: &str) -> u64 {
+    // FNV-1a: stable, unlike the standard library's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in unit_id.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    crate::core::meta::SEQ_COPY | ((h & 0x7fff_ffff) << 32)
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub struct PgSource {
     /// snapshot, kept idle (which keeps the snapshot valid) until the
     /// initial copies are done.
     exporter: Option<Exporter>,
+    /// A one-shot copy (`sluice snapshot`): no stream follows it.
+    copy_only: bool,
 }
 
 /// Holds a new slot's exported snapshot open: the connection that made it,
@@ -87,6 +89,7 @@ impl PgSource {
             copy_readers: DEFAULT_COPY_READERS,
             copy_split: SplitMode::Ctid,
             exporter: None,
+            copy_only: false,
         }
     }
 
@@ -218,6 +221,7 @@ impl Source for PgSource {
     async fn prepare_copy_only(&mut self) -> Result<Prepared<Lsn>, SourceError> {
         let client = catalog::connect(&self.cfg.conn).await?;
         let position = catalog::current_wal_lsn(&client).await?;
+        self.copy_only = true;
         Ok(Prepared {
             identity: [("mode".to_string(), "snapshot".to_string())].into(),
             start: position,
@@ -236,6 +240,7 @@ impl Source for PgSource {
             self.copy_readers,
             self.copy_split,
             snapshot,
+            self.copy_only,
         )
     }
 

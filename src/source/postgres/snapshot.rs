@@ -147,11 +147,12 @@ impl SnapshotReader {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
+        let builder = TableBuilder::new(shape, &mappings);
         Ok(SnapshotReader {
             table: table.clone(),
             stream: Box::pin(stream),
             decoder: CopyBinaryDecoder::new(names.len()),
-            builder: TableBuilder::new(shape, &mappings),
+            builder,
             meta: RowMeta {
                 op: OP_READ,
                 lsn: version.0,
@@ -165,6 +166,12 @@ impl SnapshotReader {
             done: false,
             lease: None,
         })
+    }
+
+    /// Rows of a table without a key are numbered (`_seq`) from `base`.
+    pub fn with_seq_base(mut self, base: u64) -> Self {
+        self.builder.set_next_seq(base);
+        self
     }
 
     /// The connection goes back to `lease`'s pool when the COPY ends cleanly.
@@ -209,6 +216,11 @@ impl SnapshotReader {
 
     pub fn rows(&self) -> u64 {
         self.decoder.rows()
+    }
+
+    /// The table has no key (a multiset).
+    pub fn keyless(&self) -> bool {
+        self.builder.shape().keyless()
     }
 }
 
