@@ -260,3 +260,167 @@ async fn keyless_table_is_an_exact_multiset_under_kills() {
 }
 
 const MULTISET_KILLS: usize = 10;
+
+fn sluice_cmd(args: &[&str], p: &TestPipeline) -> std::process::Output {
+    std::process::Command::new(sluice_bin())
+        .args(&args[..1])
+        .arg("-c")
+        .arg(&p.config)
+        .args(&args[1..])
+        .output()
+        .unwrap()
+}
+
+const MEASURES_PG: &str = "SELECT id::text, part::text, v FROM measures";
+
+fn measures_ch(db: &str) -> String {
+    format!(
+        "SELECT toString(id), toString(part), v FROM `{db}`.measures FINAL WHERE _is_deleted = 0"
+    )
+}
+
+/// Waits for the table to be stopped with a reason that names `word`, then
+/// resyncs it and waits until ClickHouse equals PostgreSQL again.
+async fn stopped_then_resynced(p: &TestPipeline, db: &TestDb, word: &str) {
+    let status = wait_for(
+        "measures to be stopped",
+        Duration::from_secs(60),
+        || async {
+            let out = sluice_cmd(&["status"], p);
+            let s = String::from_utf8_lossy(&out.stdout).into_owned();
+            s.contains("table public.measures: failed").then_some(s)
+        },
+    )
+    .await;
+    assert!(
+        status.contains(word) && status.contains("sluice resync"),
+        "{status}"
+    );
+    let out = sluice_cmd(&["resync", "public.measures"], p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_equal(
+        p,
+        &db.client,
+        MEASURES_PG,
+        &measures_ch(&p.ch_db),
+        Duration::from_secs(90),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_table_arrives_whole_and_attach_detach_stop_it() {
+    let db = fresh_db("e2e_parts").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE measures (id int, part int, v text, PRIMARY KEY (id, part)) PARTITION BY RANGE (part);
+             CREATE TABLE measures_a PARTITION OF measures FOR VALUES FROM (0) TO (10);
+             CREATE TABLE measures_b PARTITION OF measures FOR VALUES FROM (10) TO (20);
+             CREATE TABLE measures_c PARTITION OF measures FOR VALUES FROM (20) TO (30);
+             INSERT INTO measures SELECT g, g % 30, 'v' || g FROM generate_series(1, 300) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.measures"], "");
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    // Streamed rows in several partitions, updates within one and across.
+    db.client
+        .batch_execute(
+            "INSERT INTO measures SELECT g, g % 30, 's' || g FROM generate_series(301, 400) g;
+             UPDATE measures SET v = 'same part' WHERE id % 7 = 0;
+             UPDATE measures SET part = (part + 10) % 30 WHERE id % 11 = 0;
+             DELETE FROM measures WHERE id % 13 = 0;",
+        )
+        .await
+        .unwrap();
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        MEASURES_PG,
+        &measures_ch(&p.ch_db),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(rows.len() > 350, "{}", rows.len());
+    let pubviaroot = db
+        .client
+        .query_one(
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
+            &[&p.name],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0);
+    assert!(pubviaroot);
+
+    // A partition attached with rows: no row changes are sent for them.
+    db.client
+        .batch_execute(
+            "CREATE TABLE measures_d (id int NOT NULL, part int NOT NULL, v text);
+             INSERT INTO measures_d SELECT g, 30 + g % 10, 'attached' FROM generate_series(1000, 1049) g;
+             ALTER TABLE measures ATTACH PARTITION measures_d FOR VALUES FROM (30) TO (40);",
+        )
+        .await
+        .unwrap();
+    stopped_then_resynced(&p, &db, "attached: [measures_d]").await;
+    // Streaming again, into the attached partition too.
+    db.client
+        .batch_execute("INSERT INTO measures VALUES (2000, 35, 'new in d'), (2001, 5, 'new in a')")
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        MEASURES_PG,
+        &measures_ch(&p.ch_db),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // A partition detached while streaming: its rows leave the table.
+    db.client
+        .batch_execute("ALTER TABLE measures DETACH PARTITION measures_b")
+        .await
+        .unwrap();
+    stopped_then_resynced(&p, &db, "detached: [measures_b]").await;
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_flags_a_publication_without_partition_root() {
+    let db = fresh_db("chk_parts").await;
+    let p = TestPipeline::new(&db.url, &["public.measures"], "");
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE measures (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+             CREATE TABLE measures_a PARTITION OF measures FOR VALUES FROM (0) TO (10);
+             CREATE PUBLICATION \"{}\" FOR TABLE measures;",
+            p.name
+        ))
+        .await
+        .unwrap();
+    p.edit_config(
+        "status_interval = \"1s\"",
+        "status_interval = \"1s\"\ncreate_publication = false",
+    );
+    let out = sluice_cmd(&["check"], &p);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "does not set publish_via_partition_root, but public.measures is partitioned"
+        ) && text.contains("SET (publish_via_partition_root = true)"),
+        "{text}"
+    );
+    // The partitioned table itself counts as a member (not its partitions).
+    assert!(text.contains("covers the tables"), "{text}");
+}

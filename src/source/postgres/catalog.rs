@@ -104,7 +104,8 @@ pub async fn server_settings(c: &Client) -> Result<ServerSettings, SourceError> 
                     (SELECT count(*) FROM pg_stat_replication)",
             &[],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading server settings", e))?;
     Ok(ServerSettings {
         version: row.get(0),
         version_num: row.get::<_, i32>(1) as u32,
@@ -131,7 +132,8 @@ pub async fn current_role(c: &Client) -> Result<RoleInfo, SourceError> {
              FROM pg_roles WHERE rolname = current_user",
             &[],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading the current role", e))?;
     Ok(RoleInfo {
         superuser: row.get(0),
         replication: row.get(1),
@@ -155,6 +157,8 @@ pub struct TableInfo {
     pub replica_identity: ReplicaIdentity,
     pub primary_key: Vec<String>,
     pub owned_by_current_user: bool,
+    /// A partitioned table (its rows live in its partitions).
+    pub partitioned: bool,
 }
 
 impl TableInfo {
@@ -178,12 +182,14 @@ pub async fn table_info(c: &Client, t: &TableName) -> Result<Option<TableInfo>, 
                               FROM pg_index i
                               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                              WHERE i.indrelid = c.oid AND i.indisprimary), '{}')
+                              WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
+                    c.relkind = 'p'
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("looking up table {t}"), e))?;
     Ok(row.map(|row| TableInfo {
         name: t.clone(),
         oid: row.get(0),
@@ -195,6 +201,7 @@ pub async fn table_info(c: &Client, t: &TableName) -> Result<Option<TableInfo>, 
         },
         owned_by_current_user: row.get(2),
         primary_key: row.get(3),
+        partitioned: row.get(4),
     }))
 }
 
@@ -219,7 +226,8 @@ pub async fn table_size(c: &Client, t: &TableName) -> Result<Option<TableSize>, 
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("measuring table {t}"), e))?;
     Ok(row.map(|r| TableSize {
         plain: r.get(0),
         blocks: r.get::<_, i64>(1).max(0) as u64,
@@ -242,52 +250,89 @@ pub async fn single_column_key(
              WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary AND i.indnatts = 1",
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("looking up the primary key of {t}"), e))?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 #[derive(Debug, Clone)]
 pub struct PublicationInfo {
     pub all_tables: bool,
+    /// `publish_via_partition_root`: a partitioned table's changes arrive
+    /// under its own name, not its partitions'.
+    pub via_root: bool,
+    /// The tables it publishes: its members (a partitioned table itself,
+    /// whatever `via_root`), and those of its schemas.
     pub tables: Vec<TableName>,
 }
 
 pub async fn publication(c: &Client, name: &str) -> Result<Option<PublicationInfo>, SourceError> {
+    let doing = || format!("reading publication \"{name}\"");
     let Some(row) = c
         .query_opt(
-            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            "SELECT puballtables, pubviaroot FROM pg_publication WHERE pubname = $1",
             &[&name],
         )
-        .await?
+        .await
+        .map_err(|e| SourceError::catalog(doing(), e))?
     else {
         return Ok(None);
     };
+    // pg_publication_tables lists a member partitioned table's partitions
+    // instead of itself unless via_root: the members come from
+    // pg_publication_rel.
     let tables = c
         .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            "SELECT n.nspname::text, c.relname::text
+             FROM pg_publication_rel r
+             JOIN pg_publication p ON p.oid = r.prpubid
+             JOIN pg_class c ON c.oid = r.prrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE p.pubname = $1
+             UNION
+             SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
             &[&name],
         )
-        .await?
+        .await
+        .map_err(|e| SourceError::catalog(doing(), e))?
         .into_iter()
         .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect();
     Ok(Some(PublicationInfo {
         all_tables: row.get(0),
+        via_root: row.get(1),
         tables,
     }))
 }
 
-/// The SQL that creates a publication for exactly these tables.
+/// The SQL that creates a publication for exactly these tables. Changes of
+/// a partitioned table are published under its own name (the configured
+/// one), not its partitions'.
 pub fn create_publication_sql(name: &str, tables: &[TableName]) -> String {
     let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
     format!(
-        "CREATE PUBLICATION {} FOR TABLE {}",
+        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
         quote_ident(name),
         list.join(", ")
     )
 }
 
-/// Creates the publication, or adds the configured tables it lacks.
+/// The configured tables that are partitioned.
+pub async fn partitioned_tables(
+    c: &Client,
+    tables: &[TableName],
+) -> Result<Vec<TableName>, SourceError> {
+    let mut out = Vec::new();
+    for t in tables {
+        if table_info(c, t).await?.is_some_and(|i| i.partitioned) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the publication, or adds the configured tables it lacks (and
+/// makes it publish partitioned tables under their own names).
 pub async fn ensure_publication(
     c: &Client,
     name: &str,
@@ -297,16 +342,48 @@ pub async fn ensure_publication(
     match publication(c, name).await? {
         None if !may_create => Err(SourceError::Publication {
             publication: name.to_owned(),
-            problem: "does not exist and source.postgres.create_publication = false; create it with CREATE PUBLICATION ... FOR TABLE ...".into(),
+            problem: "does not exist and source.postgres.create_publication = false; create it with CREATE PUBLICATION ... FOR TABLE ... WITH (publish_via_partition_root = true)".into(),
         }),
         None => {
             let sql = create_publication_sql(name, tables);
             tracing::info!(publication = name, "creating publication");
-            c.batch_execute(&sql).await?;
+            c.batch_execute(&sql)
+                .await
+                .map_err(|e| SourceError::catalog(format!("creating publication \"{name}\""), e))?;
             Ok(())
         }
-        Some(p) if p.all_tables => Ok(()),
         Some(p) => {
+            if !p.via_root {
+                let partitioned = partitioned_tables(c, tables).await?;
+                if !partitioned.is_empty() {
+                    let names: Vec<String> = partitioned.iter().map(|t| t.to_string()).collect();
+                    if !may_create {
+                        return Err(SourceError::Publication {
+                            publication: name.to_owned(),
+                            problem: format!(
+                                "does not set publish_via_partition_root, so the changes of the partitioned {} would arrive under their partitions' names: ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                                names.join(", "),
+                                quote_ident(name)
+                            ),
+                        });
+                    }
+                    tracing::info!(publication = name, tables = %names.join(", "), "setting publish_via_partition_root: partitioned tables are configured");
+                    c.batch_execute(&format!(
+                        "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                        quote_ident(name)
+                    ))
+                    .await
+                    .map_err(|e| {
+                        SourceError::catalog(
+                            format!("setting publish_via_partition_root on publication \"{name}\""),
+                            e,
+                        )
+                    })?;
+                }
+            }
+            if p.all_tables {
+                return Ok(());
+            }
             let missing: Vec<&TableName> = tables.iter().filter(|t| !p.tables.contains(t)).collect();
             if missing.is_empty() {
                 return Ok(());
@@ -328,7 +405,13 @@ pub async fn ensure_publication(
                 quote_ident(name),
                 list.join(", ")
             ))
-            .await?;
+            .await
+            .map_err(|e| {
+                SourceError::catalog(
+                    format!("adding {} to publication \"{name}\"", names.join(", ")),
+                    e,
+                )
+            })?;
             Ok(())
         }
     }
@@ -353,7 +436,8 @@ pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceErro
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("reading replication slot \"{name}\""), e))?;
     let lsn = |v: Option<String>| v.and_then(|s| s.parse().ok());
     Ok(row.map(|r| SlotInfo {
         plugin: r.get(0),
@@ -373,7 +457,8 @@ pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
                          ELSE pg_current_wal_lsn() END::text",
             &[],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading the current WAL position", e))?;
     row.get::<_, String>(0)
         .parse()
         .map_err(SourceError::Protocol)
@@ -402,7 +487,8 @@ pub async fn drop_publication(c: &Client, name: &str) -> Result<bool, SourceErro
         return Ok(false);
     }
     c.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(name)))
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("dropping publication \"{name}\""), e))?;
     Ok(true)
 }
 
@@ -440,7 +526,8 @@ pub async fn resolve_types(
                  FROM pg_type WHERE oid = ANY($1)",
                 &[&todo],
             )
-            .await?;
+            .await
+            .map_err(|e| SourceError::catalog("resolving column types", e))?;
         todo.clear();
         for r in rows {
             let oid: u32 = r.get(0);
@@ -522,7 +609,8 @@ pub async fn not_null_columns(
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attnotnull",
             &[&rel_id],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading NOT NULL columns", e))?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -549,7 +637,8 @@ pub async fn key_columns(
             ),
             &[&rel_id],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading key columns", e))?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -582,7 +671,8 @@ pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>
             ),
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("describing the columns of {t}"), e))?;
     Ok(rows
         .iter()
         .map(|r| TableColumn {
@@ -610,7 +700,7 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\""
+            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\" WITH (publish_via_partition_root = true)"
         );
     }
 }

@@ -132,6 +132,8 @@ pub(super) struct Inner {
     snapshot: Option<String>,
     /// A one-shot copy: no stream follows it.
     copy_only: bool,
+    /// Where the partitions of copied partitioned tables are recorded.
+    partition_file: std::path::PathBuf,
     idle: Mutex<Vec<Client>>,
 }
 
@@ -168,6 +170,7 @@ impl PgCopier {
         split: SplitMode,
         snapshot: Option<String>,
         copy_only: bool,
+        partition_file: std::path::PathBuf,
     ) -> Self {
         PgCopier {
             inner: Arc::new(Inner {
@@ -178,6 +181,7 @@ impl PgCopier {
                 split,
                 snapshot,
                 copy_only,
+                partition_file,
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -317,6 +321,12 @@ impl Copier for PgCopier {
         // A table without a key is a multiset: units read at different
         // moments would count a row moved between them twice (or never),
         // so outside an exported snapshot it is one unit, one snapshot.
+        if !size.plain {
+            // What the copy reads: ATTACH/DETACH later are told apart from it.
+            if let Some(parts) = super::partitions::partitions(lease.client(), table).await? {
+                super::partitions::record(&self.inner.partition_file, table, &parts)?;
+            }
+        }
         let keyless = !self.at_exported_snapshot() && !self.has_key(lease.client(), table).await?;
         // Ranges need a table with storage of its own (TID range scans,
         // samples); a partitioned parent is read whole.

@@ -24,6 +24,7 @@ mod check;
 pub mod copier;
 pub mod copy_binary;
 pub mod lsn;
+pub mod partitions;
 pub mod pgoutput;
 pub mod replication;
 pub mod setup;
@@ -241,6 +242,7 @@ impl Source for PgSource {
             self.copy_split,
             snapshot,
             self.copy_only,
+            partitions::file_for(&self.spill_dir),
         )
     }
 
