@@ -125,6 +125,7 @@ fn col(name: &str, pg_type: &str, dt: DataType, is_key: bool, nullable: bool) ->
         data_type: dt,
         is_key,
         nullable,
+        added_default: Default::default(),
     }
 }
 

@@ -424,3 +424,96 @@ async fn check_flags_a_publication_without_partition_root() {
     // The partitioned table itself counts as a member (not its partitions).
     assert!(text.contains("covers the tables"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_column_defaults_reach_older_rows() {
+    let db = fresh_db("e2e_defaults").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, v text);
+             CREATE TABLE volatile (id int PRIMARY KEY, v text);
+             INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 50) g;
+             INSERT INTO volatile SELECT g, 'v' || g FROM generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.items", "public.volatile"], "");
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    // (A quote is compared as Q: TSV escapes it on one side only.)
+    let items_pg = "SELECT id::text, v, c::text, replace(s, chr(39), 'Q'), trim_scale(n)::text, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), b::text FROM items";
+    let items_ch = format!(
+        "SELECT toString(id), v, toString(c), replaceAll(s, char(39), 'Q'), toString(n), formatDateTime(ts, '%Y-%m-%d %H:%i:%S', 'UTC'), if(b, 'true', 'false') FROM `{}`.items FINAL WHERE _is_deleted = 0",
+        p.ch_db
+    );
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, v FROM items",
+        &format!(
+            "SELECT toString(id), v FROM `{}`.items FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    db.client
+        .batch_execute(
+            "ALTER TABLE items ADD COLUMN c int DEFAULT 42;
+             ALTER TABLE items ADD COLUMN s text NOT NULL DEFAULT 'it''s';
+             ALTER TABLE items ADD COLUMN n numeric(10,2) DEFAULT 1.5;
+             ALTER TABLE items ADD COLUMN ts timestamptz DEFAULT '2024-05-05 10:00:00+00';
+             ALTER TABLE items ADD COLUMN b bool NOT NULL DEFAULT true;
+             INSERT INTO items VALUES (100, 'new', 7, 'x', 2.25, '2030-01-01 00:00:00+00', false);
+             UPDATE items SET v = 'changed' WHERE id = 3;",
+        )
+        .await
+        .unwrap();
+    let rows = wait_equal(&p, &db.client, items_pg, &items_ch, Duration::from_secs(60)).await;
+    assert!(
+        rows.iter()
+            .any(|r| r == "7\tv7\t42\titQs\t1.5\t2024-05-05 10:00:00\ttrue"),
+        "{rows:?}"
+    );
+    // A volatile default rewrites the table and sends no row changes.
+    db.client
+        .batch_execute(
+            "ALTER TABLE volatile ADD COLUMN r float8 DEFAULT random();
+             INSERT INTO volatile VALUES (100, 'new', 0.5);",
+        )
+        .await
+        .unwrap();
+    let status = wait_for(
+        "volatile to be stopped",
+        Duration::from_secs(60),
+        || async {
+            let out = sluice_cmd(&["status"], &p);
+            let s = String::from_utf8_lossy(&out.stdout).into_owned();
+            s.contains("table public.volatile: failed").then_some(s)
+        },
+    )
+    .await;
+    assert!(
+        status.contains("column \"r\" was added with a default computed per row")
+            && status.contains("resync"),
+        "{status}"
+    );
+    let out = sluice_cmd(&["resync", "public.volatile"], &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, v, r::text FROM volatile",
+        &format!(
+            "SELECT toString(id), v, toString(r) FROM `{}`.volatile FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}

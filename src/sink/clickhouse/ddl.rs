@@ -188,10 +188,19 @@ pub fn reconcile_sql(
     let mut alters = Vec::new();
     for (name, ty) in &wanted {
         match have.get(name.as_str()) {
-            None => alters.push(format!(
-                "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {ty}",
-                q(name)
-            )),
+            None => {
+                // Rows written before the column existed: the source's value
+                // for them, when it has one.
+                let default = match plans.iter().find(|p| p.name == *name).map(|p| &p.on_add) {
+                    Some(Err(why)) => return Err(why.clone()),
+                    Some(Ok(Some(d))) => format!(" DEFAULT {d}"),
+                    _ => String::new(),
+                };
+                alters.push(format!(
+                    "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {ty}{default}",
+                    q(name)
+                ))
+            }
             Some(c) => match reconcile(&c.ty, ty) {
                 Reconcile::Keep => {}
                 Reconcile::Modify(t) if !c.in_sorting_key => alters.push(format!(
@@ -238,6 +247,7 @@ mod tests {
             enc: Enc::Pass,
             null_flag: flag.then(|| format!("{name}_is_null")),
             is_key: key,
+            on_add: Ok(None),
         }
     }
 

@@ -14,7 +14,7 @@ use super::setup::{describe_table, ColumnSpec};
 use super::types::{ArrowMapping, TypeCache, TypeOptions};
 use crate::config::TableName;
 use crate::core::meta::{RowMeta, OP_DELETE, OP_INSERT, OP_UPDATE};
-use crate::core::{Flush, SinkItem, TableShape};
+use crate::core::{AddedDefault, Flush, SinkItem, TableShape};
 use crate::source::SourceError;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -30,6 +30,8 @@ pub struct CatalogCache {
     /// replica identity index): a Relation under REPLICA IDENTITY FULL flags
     /// every column, which is not the key.
     pub keys: HashMap<u32, HashSet<String>>,
+    /// Per table OID, what rows older than a column hold in it.
+    pub defaults: HashMap<u32, HashMap<String, AddedDefault>>,
 }
 
 struct Relation {
@@ -187,6 +189,7 @@ impl Assembler {
         let types = &catalog.types;
         let not_null = catalog.not_null.get(&body.rel_id);
         let keys = catalog.keys.get(&body.rel_id);
+        let defaults = catalog.defaults.get(&body.rel_id);
         let table = TableName::new(body.namespace.clone(), body.name.clone());
         if !self.tables.contains(&table) {
             self.relations.remove(&body.rel_id);
@@ -199,6 +202,10 @@ impl Assembler {
             // Without a catalog entry (tests), the Relation's own flags.
             is_key: keys.map_or(c.is_key(), |k| k.contains(&c.name)),
             not_null: not_null.is_some_and(|n| n.contains(&c.name)),
+            added_default: defaults
+                .and_then(|d| d.get(&c.name))
+                .cloned()
+                .unwrap_or_default(),
         });
         let full = body.replica_identity == ReplicaIdentity::Full;
         let (shape, mappings) = describe_table(

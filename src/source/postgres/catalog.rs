@@ -642,6 +642,41 @@ pub async fn key_columns(
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
+/// Per column, what rows older than the column hold in it: the constant
+/// PostgreSQL keeps for them (`attmissingval`, from `ADD COLUMN ... DEFAULT`
+/// with a non-volatile default), or, for a column with a default but no
+/// such constant, a value per row (a volatile default rewrote the table;
+/// a default set after the column was added is taken the same way, which
+/// errs on the safe side).
+pub async fn added_defaults(
+    c: &Client,
+    rel_id: u32,
+) -> Result<std::collections::HashMap<String, crate::core::AddedDefault>, SourceError> {
+    use crate::core::AddedDefault;
+    let rows = c
+        .query(
+            "SELECT attname::text, atthasmissing, atthasdef,
+                    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END
+             FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&rel_id],
+        )
+        .await
+        .map_err(|e| SourceError::catalog("reading column defaults", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let value: Option<String> = r.get(3);
+            let d = match (r.get::<_, bool>(1), r.get::<_, bool>(2), value) {
+                (true, _, Some(v)) => AddedDefault::Constant(v),
+                (true, _, None) | (false, false, _) => AddedDefault::Null,
+                (false, true, _) => AddedDefault::PerRow,
+            };
+            (r.get(0), d)
+        })
+        .collect())
+}
+
 /// A table column as the snapshot and the type check need it.
 #[derive(Debug, Clone)]
 pub struct TableColumn {

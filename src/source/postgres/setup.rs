@@ -16,7 +16,7 @@ use super::types::TypeCache;
 use super::types::{arrow_type, oid, ArrowMapping, PgType, PgTypeKind, TypeOptions};
 use crate::config::{PostgresSourceConfig, TableName, UnconstrainedNumeric};
 use crate::core::meta::is_reserved_column;
-use crate::core::{ColumnInfo, LogicalType, TableShape};
+use crate::core::{AddedDefault, ColumnInfo, LogicalType, TableShape};
 use crate::source::SourceError;
 
 pub fn type_options(cfg: &PostgresSourceConfig) -> TypeOptions {
@@ -37,6 +37,7 @@ pub struct ColumnSpec<'a> {
     pub typmod: i32,
     pub is_key: bool,
     pub not_null: bool,
+    pub added_default: AddedDefault,
 }
 
 /// A table's shape and Arrow mappings from its columns. `before_images`:
@@ -84,6 +85,7 @@ pub fn describe_table<'a>(
             data_type: mapping.data_type.clone(),
             is_key: col.is_key,
             nullable: !col.not_null,
+            added_default: col.added_default,
         });
         mappings.push(mapping);
     }
@@ -146,6 +148,8 @@ pub async fn describe(
         typmod: c.typmod,
         not_null: c.not_null,
         is_key: c.is_key,
+        // A copy writes every row: nothing is left to a default.
+        added_default: AddedDefault::Null,
     });
     let (shape, mappings) =
         describe_table(table, full, specs, types, options, &mut HashSet::new())?;

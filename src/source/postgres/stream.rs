@@ -318,6 +318,8 @@ impl Session {
             self.catalog_cache.not_null.insert(body.rel_id, not_null);
             let keys = catalog::key_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.keys.insert(body.rel_id, keys);
+            let defaults = catalog::added_defaults(&self.catalog, body.rel_id).await?;
+            self.catalog_cache.defaults.insert(body.rel_id, defaults);
         }
         if let Step::Committed { .. } =
             self.assembler.handle(msg, wal_start, &self.catalog_cache)?
