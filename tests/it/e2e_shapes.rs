@@ -517,3 +517,69 @@ async fn added_column_defaults_reach_older_rows() {
     .await;
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_columns_left_out_and_multidimensional_arrays_refused() {
+    let db = fresh_db("e2e_gen").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, qty int, price int,
+                                  total int GENERATED ALWAYS AS (qty * price) STORED, tags int[]);
+             CREATE TABLE grids (id int PRIMARY KEY, cells int[]);
+             INSERT INTO orders (id, qty, price, tags) SELECT g, g, 10, ARRAY[g, NULL] FROM generate_series(1, 20) g;
+             INSERT INTO grids VALUES (1, '{1,2}');",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.orders", "public.grids"], "");
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    db.client
+        .batch_execute(
+            "INSERT INTO orders (id, qty, price, tags) VALUES (100, 3, 7, '{}'), (101, 1, 1, NULL);
+             UPDATE orders SET qty = qty + 1 WHERE id % 3 = 0;",
+        )
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, qty::text, price::text, coalesce(array_to_string(tags, ',', 'N'), 'null') FROM orders",
+        &format!(
+            "SELECT toString(id), toString(qty), toString(price), if(tags_is_null = 1, 'null', arrayStringConcat(arrayMap(x -> ifNull(toString(x), 'N'), tags), ',')) FROM `{}`.orders FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    // The generated column is in neither the copy nor the stream.
+    let (_, types) = ch_layout(&p, "orders").await;
+    assert!(!types.iter().any(|t| t.starts_with("total ")), "{types:?}");
+    let log = p.last_log();
+    assert!(
+        log.contains("generated column left out") && log.contains("column=total"),
+        "{}",
+        tail(&log, 20)
+    );
+    // A two-dimensional array stops its table, never flattened.
+    db.client
+        .batch_execute("INSERT INTO grids VALUES (2, '{{1,2},{3,4}}')")
+        .await
+        .unwrap();
+    let status = wait_for("grids to be stopped", Duration::from_secs(60), || async {
+        let out = sluice_cmd(&["status"], &p);
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.contains("table public.grids: failed").then_some(s)
+    })
+    .await;
+    assert!(status.contains("multi-dimensional array"), "{status}");
+    let flat = p
+        .ch(&format!(
+            "SELECT count() FROM `{}`.grids WHERE length(cells) = 4",
+            p.ch_db
+        ))
+        .await
+        .unwrap();
+    assert_eq!(flat.trim(), "0");
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}

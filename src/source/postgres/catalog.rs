@@ -677,6 +677,30 @@ pub async fn added_defaults(
         .collect())
 }
 
+/// The stored generated columns of a table (by OID). pgoutput does not send
+/// them (before PostgreSQL 18, and not by default since), so sluice leaves
+/// them out of the copy too: identical in both, never half-filled.
+pub async fn generated_columns(c: &Client, rel_id: u32) -> Result<Vec<String>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT attname::text FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''
+             ORDER BY attnum",
+            &[&rel_id],
+        )
+        .await
+        .map_err(|e| SourceError::catalog("reading generated columns", e))?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Logs, once per call, that `table`'s generated columns are left out.
+pub fn warn_generated(table: &TableName, columns: &[String]) {
+    for col in columns {
+        tracing::warn!(table = %table, column = %col,
+            "generated column left out: PostgreSQL does not replicate its values (the copy leaves it out too); compute it in the sink if needed");
+    }
+}
+
 /// A table column as the snapshot and the type check need it.
 #[derive(Debug, Clone)]
 pub struct TableColumn {

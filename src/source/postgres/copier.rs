@@ -321,6 +321,10 @@ impl Copier for PgCopier {
         // A table without a key is a multiset: units read at different
         // moments would count a row moved between them twice (or never),
         // so outside an exported snapshot it is one unit, one snapshot.
+        if let Some(info) = catalog::table_info(lease.client(), table).await? {
+            let generated = catalog::generated_columns(lease.client(), info.oid).await?;
+            catalog::warn_generated(table, &generated);
+        }
         if !size.plain {
             // What the copy reads: ATTACH/DETACH later are told apart from it.
             if let Some(parts) = super::partitions::partitions(lease.client(), table).await? {

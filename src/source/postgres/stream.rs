@@ -318,6 +318,14 @@ impl Session {
             self.catalog_cache.not_null.insert(body.rel_id, not_null);
             let keys = catalog::key_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.keys.insert(body.rel_id, keys);
+            if !self.catalog_cache.defaults.contains_key(&body.rel_id) {
+                let generated = catalog::generated_columns(&self.catalog, body.rel_id).await?;
+                let table =
+                    crate::config::TableName::new(body.namespace.clone(), body.name.clone());
+                if self.opts.tables.contains(&table) {
+                    catalog::warn_generated(&table, &generated);
+                }
+            }
             let defaults = catalog::added_defaults(&self.catalog, body.rel_id).await?;
             self.catalog_cache.defaults.insert(body.rel_id, defaults);
         }
