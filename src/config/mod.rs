@@ -90,6 +90,18 @@ pub struct RawPostgresSource {
     pub ssl_root_cert: Option<String>,
     /// "text" (default) or "decimal(P,S)".
     pub unconstrained_numeric: Option<String>,
+    /// Per configured table ("schema.table"): what of it is published.
+    pub publish: Option<BTreeMap<String, RawTablePublish>>,
+}
+
+/// `[source.postgres.publish."schema.table"]`: a column list and a row
+/// filter, put into the publication (PostgreSQL 15+).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTablePublish {
+    pub columns: Option<Vec<String>>,
+    #[serde(rename = "where")]
+    pub row_filter: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +302,16 @@ pub struct PostgresSourceConfig {
     pub binary: bool,
     pub status_interval: Duration,
     pub unconstrained_numeric: UnconstrainedNumeric,
+    /// Column lists and row filters of the tables that have one.
+    pub publish: BTreeMap<TableName, TablePublish>,
+}
+
+/// What of a table is published: only these columns (in table order in the
+/// stream), only rows matching the filter (an SQL expression).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablePublish {
+    pub columns: Option<Vec<String>>,
+    pub row_filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -583,3 +583,59 @@ async fn generated_columns_left_out_and_multidimensional_arrays_refused() {
     assert_eq!(flat.trim(), "0");
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_list_and_row_filter_shape_copy_and_stream() {
+    let db = fresh_db("e2e_filter").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, v text, secret text);
+             INSERT INTO accounts SELECT g, 'v' || g, 'hidden' FROM generate_series(1, 30) g;
+             INSERT INTO accounts SELECT g, 'out' || g, 'hidden' FROM generate_series(1001, 1010) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.accounts"], "");
+    p.edit_config(
+        "status_interval = \"1s\"",
+        "status_interval = \"1s\"\n\n[source.postgres.publish.\"public.accounts\"]\ncolumns = [\"id\", \"v\"]\nwhere = \"id < 1000\"",
+    );
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    db.client
+        .batch_execute(
+            "INSERT INTO accounts VALUES (31, 'new', 'x'), (2000, 'new out', 'x');
+             UPDATE accounts SET v = 'changed' WHERE id % 4 = 0;
+             UPDATE accounts SET id = id + 3000 WHERE id IN (5, 6);   -- leave the filter
+             UPDATE accounts SET id = id - 900 WHERE id IN (1001, 1002); -- enter it
+             DELETE FROM accounts WHERE id IN (7, 1003);",
+        )
+        .await
+        .unwrap();
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, v FROM accounts WHERE id < 1000",
+        &format!(
+            "SELECT toString(id), v FROM `{}`.accounts FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(rows.contains(&"101\tout1001".to_string()), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.starts_with("5\t")), "{rows:?}");
+    let (_, types) = ch_layout(&p, "accounts").await;
+    assert!(!types.iter().any(|t| t.starts_with("secret ")), "{types:?}");
+    let def = db
+        .client
+        .query_one(
+            "SELECT attnames::text, rowfilter FROM pg_publication_tables WHERE pubname = $1",
+            &[&p.name],
+        )
+        .await
+        .unwrap();
+    assert_eq!(def.get::<_, String>(0), "{id,v}");
+    assert!(def.get::<_, String>(1).contains("1000"));
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}

@@ -4,7 +4,9 @@
 use tokio_postgres::{Client, NoTls};
 
 use super::lsn::Lsn;
-use crate::config::{quote_ident, PgConnInfo, TableName};
+use std::collections::BTreeMap;
+
+use crate::config::{quote_ident, PgConnInfo, TableName, TablePublish};
 use crate::secret::redact;
 use crate::source::error::SourceError;
 
@@ -305,16 +307,115 @@ pub async fn publication(c: &Client, name: &str) -> Result<Option<PublicationInf
     }))
 }
 
+/// One table as a publication lists it: its column list and row filter
+/// when configured.
+pub fn publication_table_sql(t: &TableName, publish: &BTreeMap<TableName, TablePublish>) -> String {
+    let mut sql = t.quoted();
+    if let Some(p) = publish.get(t) {
+        if let Some(cols) = &p.columns {
+            let cols: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+            sql.push_str(&format!(" ({})", cols.join(", ")));
+        }
+        if let Some(w) = &p.row_filter {
+            sql.push_str(&format!(" WHERE ({w})"));
+        }
+    }
+    sql
+}
+
 /// The SQL that creates a publication for exactly these tables. Changes of
 /// a partitioned table are published under its own name (the configured
 /// one), not its partitions'.
-pub fn create_publication_sql(name: &str, tables: &[TableName]) -> String {
-    let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
+pub fn create_publication_sql(
+    name: &str,
+    tables: &[TableName],
+    publish: &BTreeMap<TableName, TablePublish>,
+) -> String {
+    let list: Vec<String> = tables
+        .iter()
+        .map(|t| publication_table_sql(t, publish))
+        .collect();
     format!(
         "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
         quote_ident(name),
         list.join(", ")
     )
+}
+
+/// Checks the configured column lists and row filters against the server
+/// (PostgreSQL 15+; the key must be published) and against the tables the
+/// publication already has (a different list or filter would silently
+/// publish other rows: changing it is left to the user, with a resync).
+async fn check_publish_specs(
+    c: &Client,
+    name: &str,
+    tables: &[TableName],
+    publish: &BTreeMap<TableName, TablePublish>,
+    existing: &[TableName],
+) -> Result<(), SourceError> {
+    if publish.is_empty() {
+        return Ok(());
+    }
+    let settings = server_settings(c).await?;
+    if settings.version_num < 150000 {
+        return Err(SourceError::NotReady(format!(
+            "source.postgres.publish needs PostgreSQL 15 or later (column lists and row filters of publications); the server is {}",
+            settings.version
+        )));
+    }
+    for t in tables {
+        let Some(spec) = publish.get(t) else { continue };
+        let Some(info) = table_info(c, t).await? else {
+            continue;
+        };
+        if let Some(cols) = &spec.columns {
+            let keys = key_columns(c, info.oid).await?;
+            let mut missing: Vec<&String> = keys.iter().filter(|k| !cols.contains(k)).collect();
+            missing.sort();
+            if !missing.is_empty() {
+                return Err(SourceError::NotReady(format!(
+                    "source.postgres.publish.\"{t}\".columns must include the key columns ({}): rows are identified by them",
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        if !existing.contains(t) {
+            continue;
+        }
+        let row = c
+            .query_opt(
+                "SELECT attnames::text[], rowfilter IS NOT NULL FROM pg_publication_tables
+                 WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[&name, &t.schema, &t.name],
+            )
+            .await
+            .map_err(|e| {
+                SourceError::catalog(
+                    format!("reading how publication \"{name}\" publishes {t}"),
+                    e,
+                )
+            })?;
+        let Some(row) = row else { continue };
+        let published: Vec<String> = row.get(0);
+        let has_filter: bool = row.get(1);
+        let columns_differ = spec.columns.as_ref().is_some_and(|cols| {
+            let mut a = cols.clone();
+            let mut b = published.clone();
+            a.sort();
+            b.sort();
+            a != b
+        });
+        if columns_differ || has_filter != spec.row_filter.is_some() {
+            return Err(SourceError::Publication {
+                publication: name.to_owned(),
+                problem: format!(
+                    "publishes {t} with other columns or another row filter than source.postgres.publish says; change it (ALTER PUBLICATION {} SET TABLE ...), then `sluice resync` the table",
+                    quote_ident(name)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The configured tables that are partitioned.
@@ -337,15 +438,22 @@ pub async fn ensure_publication(
     c: &Client,
     name: &str,
     tables: &[TableName],
+    publish: &BTreeMap<TableName, TablePublish>,
     may_create: bool,
 ) -> Result<(), SourceError> {
-    match publication(c, name).await? {
+    let current = publication(c, name).await?;
+    let existing = current
+        .as_ref()
+        .map(|p| p.tables.clone())
+        .unwrap_or_default();
+    check_publish_specs(c, name, tables, publish, &existing).await?;
+    match current {
         None if !may_create => Err(SourceError::Publication {
             publication: name.to_owned(),
             problem: "does not exist and source.postgres.create_publication = false; create it with CREATE PUBLICATION ... FOR TABLE ... WITH (publish_via_partition_root = true)".into(),
         }),
         None => {
-            let sql = create_publication_sql(name, tables);
+            let sql = create_publication_sql(name, tables, publish);
             tracing::info!(publication = name, "creating publication");
             c.batch_execute(&sql)
                 .await
@@ -398,7 +506,10 @@ pub async fn ensure_publication(
                     ),
                 });
             }
-            let list: Vec<String> = missing.iter().map(|t| t.quoted()).collect();
+            let list: Vec<String> = missing
+                .iter()
+                .map(|t| publication_table_sql(t, publish))
+                .collect();
             tracing::info!(publication = name, tables = %names.join(", "), "adding tables to publication");
             c.batch_execute(&format!(
                 "ALTER PUBLICATION {} ADD TABLE {}",
@@ -750,16 +861,26 @@ mod tests {
 
     #[test]
     fn publication_sql_quotes_names() {
+        let publish = [(
+            TableName::new("My S", "a.b"),
+            TablePublish {
+                columns: Some(vec!["id".into(), "Note".into()]),
+                row_filter: Some("id > 5".into()),
+            },
+        )]
+        .into_iter()
+        .collect();
         let sql = create_publication_sql(
             "p\"x",
             &[
                 TableName::new("public", "orders"),
                 TableName::new("My S", "a.b"),
             ],
+            &publish,
         );
         assert_eq!(
             sql,
-            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\" WITH (publish_via_partition_root = true)"
+            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\" (\"id\", \"Note\") WHERE (id > 5) WITH (publish_via_partition_root = true)"
         );
     }
 }

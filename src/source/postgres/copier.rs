@@ -21,7 +21,7 @@ use super::catalog;
 use super::lsn::Lsn;
 use super::setup::type_options;
 use super::snapshot::{BatchLimits, CtidRange, KeyRange, RowRange, SnapshotReader};
-use super::types::{TypeCache, TypeOptions};
+use super::types::TypeOptions;
 use crate::config::{quote_literal, PostgresSourceConfig, SplitMode, TableName};
 use crate::source::{Copier, SnapshotUnit, SourceError};
 
@@ -360,12 +360,11 @@ impl Copier for PgCopier {
         })?;
         tracing::debug!(table = %unit.table, unit = %unit.id, "reading");
         let lease = self.lease().await?;
-        let mut types = TypeCache::new();
         let reader = SnapshotReader::start(
             lease.client(),
             &unit.table,
             range,
-            &mut types,
+            self.inner.cfg.publish.get(&unit.table),
             &self.inner.options,
             *at,
             self.inner.limits,

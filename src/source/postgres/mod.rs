@@ -174,6 +174,7 @@ impl Source for PgSource {
                     &client,
                     &self.cfg.publication,
                     &self.cfg.tables,
+                    &self.cfg.publish,
                     self.cfg.create_publication,
                 )
                 .await?;

@@ -124,14 +124,19 @@ pub struct TableDescription {
     pub mappings: Vec<ArrowMapping>,
 }
 
-/// Looks a table up in the catalog and describes it.
+/// Looks a table up in the catalog and describes it; `columns` keeps only
+/// those (a publication's column list: what the stream sends).
 pub async fn describe(
     client: &Client,
     table: &TableName,
     types: &mut TypeCache,
     options: &TypeOptions,
+    columns: Option<&[String]>,
 ) -> Result<TableDescription, SourceError> {
-    let cols = catalog::table_columns(client, table).await?;
+    let mut cols = catalog::table_columns(client, table).await?;
+    if let Some(keep) = columns {
+        cols.retain(|c| keep.contains(&c.name));
+    }
     if cols.is_empty() {
         return Err(SourceError::NotReady(format!(
             "table {table} does not exist"
@@ -171,7 +176,7 @@ pub async fn all_binary(
     let mut types = TypeCache::new();
     let mut binary = true;
     for table in tables {
-        let Ok(d) = describe(client, table, &mut types, options).await else {
+        let Ok(d) = describe(client, table, &mut types, options, None).await else {
             // A missing table is reported where it matters (publication).
             continue;
         };
@@ -210,6 +215,7 @@ pub async fn ensure_publication_and_slot(
         catalog_client,
         &cfg.publication,
         &cfg.tables,
+        &cfg.publish,
         cfg.create_publication,
     )
     .await?;

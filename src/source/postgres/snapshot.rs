@@ -14,7 +14,7 @@ use super::lsn::Lsn;
 use super::setup::{describe, TableDescription};
 use super::types::TypeCache;
 use super::types::{DecoderKind, TypeOptions};
-use crate::config::{quote_ident, quote_literal, TableName};
+use crate::config::{quote_ident, quote_literal, TableName, TablePublish};
 use crate::core::meta::{RowMeta, OP_READ};
 use crate::core::TableBatch;
 use crate::source::{SourceError, UnitReader};
@@ -102,7 +102,7 @@ impl SnapshotReader {
         client: &Client,
         table: &TableName,
         range: Option<RowRange>,
-        types: &mut TypeCache,
+        publish: Option<&TablePublish>,
         options: &TypeOptions,
         version: Lsn,
         limits: BatchLimits,
@@ -111,7 +111,14 @@ impl SnapshotReader {
             names,
             shape,
             mut mappings,
-        } = describe(client, table, types, options).await?;
+        } = describe(
+            client,
+            table,
+            &mut TypeCache::new(),
+            options,
+            publish.and_then(|p| p.columns.as_deref()),
+        )
+        .await?;
         // Types without a binary form are copied as their text (the same
         // form the stream sends for them), so the Arrow column is the same.
         let mut select = Vec::with_capacity(names.len());
@@ -134,9 +141,20 @@ impl SnapshotReader {
                 }
             }
         }
-        let filter = range
-            .map(|r| format!(" WHERE {}", r.predicate()))
-            .unwrap_or_default();
+        // The publication's row filter, so the copy holds the rows the
+        // stream is about.
+        let mut conds: Vec<String> = Vec::new();
+        if let Some(w) = publish.and_then(|p| p.row_filter.as_deref()) {
+            conds.push(format!("({w})"));
+        }
+        if let Some(r) = range {
+            conds.push(r.predicate());
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
         let sql = format!(
             "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT binary)",
             select.join(", "),

@@ -31,6 +31,7 @@ pub fn source_config(url: &str, tables: &[&str]) -> PostgresSourceConfig {
         binary: true,
         status_interval: Duration::from_secs(1),
         unconstrained_numeric: UnconstrainedNumeric::Text,
+        publish: Default::default(),
     }
 }
 
