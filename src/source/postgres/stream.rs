@@ -127,8 +127,11 @@ impl Session {
             let slot = existing_slot(cfg, &catalog_client).await?;
             check_resumable(&cfg.slot, slot.as_ref(), opts.resume.unwrap_or(Lsn::ZERO))?;
         }
-        let partitions = super::partitions::file_for(&opts.spill_dir);
-        super::partitions::check(&catalog_client, &partitions, &opts.tables).await?;
+        if opts.confirm {
+            // (Not for `tail`, which confirms nothing and keeps no state.)
+            let partitions = super::partitions::file_for(&opts.spill_dir);
+            super::partitions::check(&catalog_client, &partitions, &opts.tables).await?;
+        }
         let proto_version = max_proto_version(settings.version_num).min(4);
         let type_opts = type_options(cfg);
         let binary = cfg.binary && all_binary(&catalog_client, &opts.tables, &type_opts).await?;
@@ -204,8 +207,10 @@ impl Session {
                 _ = tick.tick() => {
                     let idle = self.assembler.is_idle() && self.spill.is_empty();
                     self.send_status(idle).await?;
-                    let file = super::partitions::file_for(&self.opts.spill_dir);
-                    super::partitions::check(&self.catalog, &file, &self.opts.tables).await?;
+                    if self.opts.confirm {
+                        let file = super::partitions::file_for(&self.opts.spill_dir);
+                        super::partitions::check(&self.catalog, &file, &self.opts.tables).await?;
+                    }
                 }
                 _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks, FlushReason::MaxDelay).await?,
                 data = self.repl.wire.next_copy_data() => {
