@@ -26,6 +26,7 @@ pub mod copy_binary;
 pub mod lsn;
 pub mod partitions;
 pub mod pgoutput;
+pub mod publication;
 pub mod replication;
 pub mod setup;
 pub mod snapshot;
