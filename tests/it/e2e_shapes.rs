@@ -639,3 +639,46 @@ async fn column_list_and_row_filter_shape_copy_and_stream() {
     assert!(def.get::<_, String>(1).contains("1000"));
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_table_copied_later_is_stopped_not_counted_twice() {
+    let db = fresh_db("e2e_keyless_resync").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE log (kind text, n int);
+             ALTER TABLE log REPLICA IDENTITY FULL;
+             INSERT INTO log VALUES ('a', 1), ('a', 1), (NULL, NULL);",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.log"], "");
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    let live = |p: &TestPipeline| format!("SELECT kind, toString(n) FROM `{}`.log_live", p.ch_db);
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT kind, n::text FROM log",
+        &live(&p),
+        Duration::from_secs(60),
+    )
+    .await;
+    // A copy now would read later than the stream's position.
+    let out = sluice_cmd(&["resync", "public.log"], &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = wait_for("log to be stopped", Duration::from_secs(60), || async {
+        let out = sluice_cmd(&["status"], &p);
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.contains("table public.log: failed").then_some(s)
+    })
+    .await;
+    assert!(
+        status.contains("exact multiset") && status.contains("new replication slot's snapshot"),
+        "{status}"
+    );
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}
