@@ -682,3 +682,36 @@ async fn keyless_table_copied_later_is_stopped_not_counted_twice() {
     );
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_snapshot_copies_a_keyless_table_as_one_multiset() {
+    let db = fresh_db("e2e_keyless_once").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE log (kind text, n int, pad text);
+             INSERT INTO log SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE 'k' || (g % 5) END, g % 3, repeat('x', 200)
+             FROM generate_series(1, 20000) g;",
+        )
+        .await
+        .unwrap();
+    let p = TestPipeline::new(&db.url, &["public.log"], "");
+    p.edit_config("[batch]", "[snapshot]\nparallelism = 4\n\n[batch]");
+    let out = sluice_cmd(&["snapshot"], &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = wait_equal(
+        &p,
+        &db.client,
+        "SELECT kind, n::text, md5(pad) FROM log",
+        &format!(
+            "SELECT kind, toString(n), lower(hex(MD5(pad))) FROM `{}`.log_live",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(rows.len(), 20000);
+}
