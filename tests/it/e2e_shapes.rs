@@ -347,6 +347,13 @@ async fn partitioned_table_arrives_whole_and_attach_detach_stop_it() {
     )
     .await;
     assert!(rows.len() > 350, "{}", rows.len());
+    // The parent has no storage: each partition was a unit of its own.
+    let log = p.last_log();
+    let started = log
+        .lines()
+        .find(|l| l.contains("copy started") && l.contains("table=public.measures"))
+        .unwrap_or_else(|| panic!("{}", tail(&log, 30)));
+    assert!(started.contains("units=3"), "{started}");
     let pubviaroot = db
         .client
         .query_one(

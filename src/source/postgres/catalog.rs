@@ -240,6 +240,33 @@ pub async fn table_size(c: &Client, t: &TableName) -> Result<Option<TableSize>, 
     }))
 }
 
+/// The leaf partitions of a partitioned table (as `regclass` text) with
+/// their row estimates (`reltuples`, negative when never analyzed); `None`
+/// when one of them is not a plain table (a foreign table).
+pub async fn leaf_partitions(
+    c: &Client,
+    t: &TableName,
+) -> Result<Option<Vec<(String, f64)>>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT p.relid::regclass::text, pc.reltuples::float8, pc.relkind = 'r'
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN LATERAL pg_partition_tree(c.oid) p
+             JOIN pg_class pc ON pc.oid = p.relid
+             WHERE n.nspname = $1 AND c.relname = $2 AND p.isleaf
+             ORDER BY 1",
+            &[&t.schema, &t.name],
+        )
+        .await
+        .map_err(|e| SourceError::catalog(format!("listing the partitions of {t}"), e))?;
+    if rows.iter().any(|r| !r.get::<_, bool>(2)) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+    ))
+}
+
 /// The primary key's column and SQL type when it has exactly one column.
 pub async fn single_column_key(
     c: &Client,

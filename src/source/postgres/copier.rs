@@ -30,6 +30,7 @@ use crate::source::{Copier, SnapshotUnit, SourceError};
 pub const WHOLE_TABLE: &str = "all";
 const RANGE_PREFIX: &str = "blocks:";
 const KEY_PREFIX: &str = "key:";
+const PARTITION_PREFIX: &str = "partition:";
 /// Rows sampled to place primary-key range bounds.
 const KEY_SAMPLE_ROWS: f64 = 20_000.0;
 /// Below this many rows per range, fewer ranges (key split).
@@ -75,6 +76,7 @@ pub fn unit_id(range: Option<&RowRange>) -> String {
             "{KEY_PREFIX}{}",
             serde_json::to_string(k).unwrap_or_default()
         ),
+        Some(RowRange::Partition(p)) => format!("{PARTITION_PREFIX}{p}"),
     }
 }
 
@@ -84,6 +86,9 @@ pub fn parse_unit_id(id: &str) -> Result<Option<RowRange>, String> {
         return Ok(None);
     }
     let bad = || format!("unknown snapshot unit \"{id}\"");
+    if let Some(p) = id.strip_prefix(PARTITION_PREFIX) {
+        return Ok(Some(RowRange::Partition(p.to_owned())));
+    }
     if let Some(json) = id.strip_prefix(KEY_PREFIX) {
         let k: KeyRange = serde_json::from_str(json).map_err(|_| bad())?;
         return Ok(Some(RowRange::Key(k)));
@@ -332,8 +337,25 @@ impl Copier for PgCopier {
             }
         }
         let keyless = !self.at_exported_snapshot() && !self.has_key(lease.client(), table).await?;
+        // A partitioned parent has no storage of its own: one unit per leaf
+        // partition, read in parallel.
+        if !size.plain && !keyless {
+            let leaves = catalog::leaf_partitions(lease.client(), table).await?;
+            lease.release();
+            let Some(leaves) = leaves.filter(|l| !l.is_empty()) else {
+                return Ok(whole());
+            };
+            return Ok(leaves
+                .into_iter()
+                .map(|(name, rows)| SnapshotUnit {
+                    table: table.clone(),
+                    id: unit_id(Some(&RowRange::Partition(name))),
+                    estimated_rows: (rows >= 0.0).then_some(rows as u64),
+                })
+                .collect());
+        }
         // Ranges need a table with storage of its own (TID range scans,
-        // samples); a partitioned parent is read whole.
+        // samples).
         if keyless || !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
             lease.release();
             return Ok(whole());
@@ -447,6 +469,7 @@ mod tests {
                 end: None,
             })),
             Some(key),
+            Some(RowRange::Partition("\"My S\".\"p:1\"".into())),
         ] {
             assert_eq!(parse_unit_id(&unit_id(r.as_ref())).unwrap(), r);
         }

@@ -43,11 +43,24 @@ pub struct KeyRange {
 pub enum RowRange {
     Blocks(CtidRange),
     Key(KeyRange),
+    /// One leaf partition of a partitioned table, as PostgreSQL prints its
+    /// name (`regclass`: quoted, schema-qualified where needed); read
+    /// directly, so each partition is a unit of its own.
+    Partition(String),
 }
 
 impl RowRange {
+    /// The relation the unit reads: the partition, or the table itself.
+    fn relation(&self, table: &TableName) -> String {
+        match self {
+            RowRange::Partition(p) => format!("ONLY {p}"),
+            _ => table.quoted(),
+        }
+    }
+
     fn predicate(&self) -> String {
         match self {
+            RowRange::Partition(_) => "true".into(),
             RowRange::Blocks(r) => {
                 let mut p = format!("ctid >= '({},0)'::tid", r.start);
                 if let Some(end) = r.end {
@@ -147,6 +160,9 @@ impl SnapshotReader {
         if let Some(w) = publish.and_then(|p| p.row_filter.as_deref()) {
             conds.push(format!("({w})"));
         }
+        let relation = range
+            .as_ref()
+            .map_or_else(|| table.quoted(), |r| r.relation(table));
         if let Some(r) = range {
             conds.push(r.predicate());
         }
@@ -156,9 +172,8 @@ impl SnapshotReader {
             format!(" WHERE {}", conds.join(" AND "))
         };
         let sql = format!(
-            "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {} FROM {relation}{filter}) TO STDOUT (FORMAT binary)",
             select.join(", "),
-            table.quoted()
         );
         let stream = client.copy_out(&sql).await?;
         let now = SystemTime::now()
