@@ -36,7 +36,7 @@ pub const BEFORE: &str = "_before";
 
 /// UInt64, only in batches of tables without a key (last column): with
 /// `_lsn`, a unique and replay-stable id of the row, so a multiset keeps
-/// duplicate rows apart. Stream rows: the change's ordinal in its
+/// duplicate rows apart. Stream rows: the ordinal of the table's change in its
 /// transaction (an update of such a table is a delete of the old row and
 /// an insert, two ordinals). Copied rows: [`SEQ_COPY`] | a hash of the copy
 /// unit << 32 | the row's ordinal in the unit.

@@ -45,9 +45,10 @@ struct Txn {
     commit_ts: i64,
     /// Set for transactions that end at or before the resume point.
     skip: bool,
-    /// Ordinal of the next row change in this transaction (`_seq` of
-    /// tables without a key: replays number them the same way).
-    seq: u64,
+    /// Per table (relation OID), the ordinal of its next row change in
+    /// this transaction: the `_seq` of tables without a key. Replays number
+    /// them the same way, whatever other tables are configured or stopped.
+    seq: HashMap<u32, u64>,
 }
 
 /// What the caller should do after a message.
@@ -167,7 +168,7 @@ impl Assembler {
             commit_lsn,
             commit_ts: commit_ts.saturating_add(PG_EPOCH_OFFSET_MICROS),
             skip: commit_lsn < self.resume_from.0,
-            seq: 0,
+            seq: HashMap::new(),
         });
     }
 
@@ -334,7 +335,7 @@ impl Assembler {
             version: wal_start.0,
             commit_ts: txn.commit_ts,
         };
-        let seq = txn.seq;
+        let seq = txn.seq.get(&rel_id).copied().unwrap_or(0);
         let Some(rel) = self.relations.get(&rel_id) else {
             // Not a configured table (publication holds more), or a protocol bug.
             return Ok(());
@@ -384,7 +385,7 @@ impl Assembler {
         builder.set_next_seq(seq);
         builder.finish_row(meta, &self.unchanged);
         if let Some(t) = &mut self.txn {
-            t.seq += 1;
+            *t.seq.entry(rel_id).or_default() += 1;
         }
         // The whole old row of an update, where the table logs it.
         match old.filter(|_| op == OP_UPDATE && builder.has_before()) {
