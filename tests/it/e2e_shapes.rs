@@ -722,3 +722,50 @@ async fn one_shot_snapshot_copies_a_keyless_table_as_one_multiset() {
     .await;
     assert_eq!(rows.len(), 20000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sets_partition_root_on_an_existing_publication() {
+    let db = fresh_db("e2e_parts_pub").await;
+    let mut p = TestPipeline::new(&db.url, &["public.measures"], "");
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE measures (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+             CREATE TABLE measures_a PARTITION OF measures FOR VALUES FROM (0) TO (10);
+             CREATE TABLE measures_b PARTITION OF measures FOR VALUES FROM (10) TO (20);
+             INSERT INTO measures SELECT g, 'v' || g FROM generate_series(0, 9) g;
+             CREATE PUBLICATION \"{}\" FOR TABLE measures;",
+            p.name
+        ))
+        .await
+        .unwrap();
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    db.client
+        .batch_execute(
+            "UPDATE measures SET id = id + 10 WHERE id < 3; INSERT INTO measures VALUES (15, 'new')",
+        )
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, v FROM measures",
+        &format!(
+            "SELECT toString(id), v FROM `{}`.measures FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    let via_root: bool = db
+        .client
+        .query_one(
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
+            &[&p.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(via_root, "{}", tail(&p.last_log(), 20));
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}
