@@ -203,6 +203,7 @@ impl Table {
         CatalogCache {
             types,
             not_null: [(self.rel_id, not_null)].into_iter().collect(),
+            ..CatalogCache::default()
         }
     }
 

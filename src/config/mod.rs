@@ -127,6 +127,18 @@ pub struct RawPostgresSource {
     pub max_retained_wal: Option<ByteSize>,
     /// "stop" (default) or "resync": what to do when the slot was invalidated.
     pub on_slot_lost: Option<String>,
+    /// Per configured table ("schema.table"): what of it is published.
+    pub publish: Option<BTreeMap<String, RawTablePublish>>,
+}
+
+/// `[source.postgres.publish."schema.table"]`: a column list and a row
+/// filter, put into the publication (PostgreSQL 15+).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTablePublish {
+    pub columns: Option<Vec<String>>,
+    #[serde(rename = "where")]
+    pub row_filter: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,7 +183,7 @@ pub struct RawClickHouseSink {
     pub on_drop_column: Option<String>,
     /// "String" (default) or "JSON".
     pub json_type: Option<String>,
-    /// Tables without a primary key (REPLICA IDENTITY FULL): "full_row" (default) or "append_only".
+    /// Tables without a key: "multiset" (default) or "append_only".
     pub tables_without_key: Option<String>,
 }
 
@@ -352,6 +364,16 @@ pub struct PostgresSourceConfig {
     /// Retained WAL (bytes) above which a warning is logged and counted.
     pub max_retained_wal: Option<u64>,
     pub on_slot_lost: OnSlotLost,
+    /// Column lists and row filters of the tables that have one.
+    pub publish: BTreeMap<TableName, TablePublish>,
+}
+
+/// What of a table is published: only these columns (in table order in the
+/// stream), only rows matching the filter (an SQL expression).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablePublish {
+    pub columns: Option<Vec<String>>,
+    pub row_filter: Option<String>,
 }
 
 /// What `run` does when the slot was invalidated (its WAL removed).
@@ -430,11 +452,13 @@ pub enum JsonType {
     Json,
 }
 
-/// How tables without a primary key (REPLICA IDENTITY FULL) are written.
+/// How tables without a key (no primary key, no replica identity index)
+/// are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoKeyMode {
-    /// ReplacingMergeTree ordered by every column.
-    FullRow,
+    /// An exact multiset: every change a row (+1 insert, -1 delete), keyed
+    /// by its position so replays are absorbed, and a view of the live rows.
+    Multiset,
     /// Plain MergeTree: every change is appended as a row.
     AppendOnly,
 }

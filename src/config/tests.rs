@@ -423,3 +423,36 @@ fn operations_keys_default_and_are_checked() {
     ));
     assert!(e.contains("metrics.ready_max_lag"), "{e}");
 }
+
+#[test]
+fn column_lists_and_row_filters() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "[batch]",
+            &format!("[source.postgres.publish.\"public.orders\"]\n{extra}\n\n[batch]"),
+        )
+    };
+    let cfg = check(&with("columns = [\"id\", \"note\"]\nwhere = \"id > 5\"")).unwrap();
+    let SourceConfig::Postgres(pg) = &cfg.source;
+    let p = &pg.publish[&TableName::new("public", "orders")];
+    assert_eq!(
+        p.columns.as_deref(),
+        Some(&["id".to_string(), "note".to_string()][..])
+    );
+    assert_eq!(p.row_filter.as_deref(), Some("id > 5"));
+    let e = error_of(&with("columns = []"));
+    assert!(
+        e.contains("source.postgres.publish.\"public.orders\".columns"),
+        "{e}"
+    );
+    let e = error_of(&with("where = \" \""));
+    assert!(e.contains(".where: is empty"), "{e}");
+    let e = error_of(&GOOD.replace(
+        "[batch]",
+        "[source.postgres.publish.\"public.other\"]\nwhere = \"true\"\n\n[batch]",
+    ));
+    assert!(
+        e.contains("public.other is not in source.postgres.tables"),
+        "{e}"
+    );
+}

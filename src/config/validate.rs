@@ -227,6 +227,50 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         }
     }
 
+    let mut publish = BTreeMap::new();
+    for (name, spec) in raw.publish.iter().flatten() {
+        let key = format!("source.postgres.publish.\"{name}\"");
+        let table = match TableName::parse(name) {
+            Ok(t) if tables.contains(&t) => t,
+            Ok(t) => {
+                c.err(&key, format!("{t} is not in source.postgres.tables"));
+                continue;
+            }
+            Err(e) => {
+                c.err(&key, e);
+                continue;
+            }
+        };
+        if let Some(cols) = &spec.columns {
+            if cols.is_empty() {
+                c.err(&format!("{key}.columns"), "must list at least one column");
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for col in cols {
+                if col.is_empty() || !seen.insert(col) {
+                    c.err(
+                        &format!("{key}.columns"),
+                        format!("column {col:?} is empty or listed twice"),
+                    );
+                }
+            }
+        }
+        if spec
+            .row_filter
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
+            c.err(&format!("{key}.where"), "is empty");
+        }
+        publish.insert(
+            table,
+            TablePublish {
+                columns: spec.columns.clone(),
+                row_filter: spec.row_filter.clone(),
+            },
+        );
+    }
+
     let status_interval = raw
         .status_interval
         .map(|d| d.0)
@@ -277,6 +321,7 @@ fn postgres_source(c: &mut Checker<'_>, raw: &RawPostgresSource) -> Option<Postg
         heartbeat_interval,
         max_retained_wal,
         on_slot_lost,
+        publish,
     })
 }
 
@@ -510,7 +555,7 @@ fn clickhouse_sink(c: &mut Checker<'_>, raw: &RawClickHouseSink) -> Option<Click
         "sink.clickhouse.tables_without_key",
         raw.tables_without_key.as_deref(),
         &[
-            ("full_row", NoKeyMode::FullRow),
+            ("multiset", NoKeyMode::Multiset),
             ("append_only", NoKeyMode::AppendOnly),
         ],
     );

@@ -25,6 +25,21 @@ pub struct ColumnInfo {
     pub is_key: bool,
     /// False for NOT NULL columns.
     pub nullable: bool,
+    /// What rows written before the column existed hold in it.
+    pub added_default: AddedDefault,
+}
+
+/// What the rows that existed before a column was added hold in it
+/// (PostgreSQL: `ADD COLUMN ... DEFAULT`), which no row change ever sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AddedDefault {
+    /// NULL (or the source does not say: a copy writes every row).
+    #[default]
+    Null,
+    /// One constant, in the source's text form.
+    Constant(String),
+    /// A value of its own per row (a volatile default rewrote the table).
+    PerRow,
 }
 
 /// A table's shape: its columns in source order and which form the key.
@@ -40,6 +55,12 @@ pub struct TableShape {
 impl TableShape {
     pub fn key_columns(&self) -> impl Iterator<Item = &ColumnInfo> {
         self.columns.iter().filter(|c| c.is_key)
+    }
+
+    /// No column identifies a row: the table is a multiset, and its batches
+    /// carry `_seq` (see [`super::meta::SEQ`]).
+    pub fn keyless(&self) -> bool {
+        !self.columns.iter().any(|c| c.is_key)
     }
 
     /// `name type` per column, as the state store records a schema.

@@ -34,6 +34,16 @@ pub const UNCHANGED: &str = "_unchanged_cols";
 /// NULL for other rows (a delete's old row is the row itself).
 pub const BEFORE: &str = "_before";
 
+/// UInt64, only in batches of tables without a key (last column): with
+/// `_lsn`, a unique and replay-stable id of the row, so a multiset keeps
+/// duplicate rows apart. Stream rows: the ordinal of the table's change in its
+/// transaction (an update of such a table is a delete of the old row and
+/// an insert, two ordinals). Copied rows: [`SEQ_COPY`] | a hash of the copy
+/// unit << 32 | the row's ordinal in the unit.
+pub const SEQ: &str = "_seq";
+/// Set in the `_seq` of copied rows (never reached by a transaction's ordinal).
+pub const SEQ_COPY: u64 = 1 << 63;
+
 /// The metadata columns every batch has, in order.
 pub const ALL: [&str; 6] = [OP, LSN, VERSION, IS_DELETED, COMMIT_TS, UNCHANGED];
 
@@ -46,7 +56,7 @@ pub const OP_READ: u8 = b'r';
 /// Whether a source column name would collide with a metadata column (such
 /// a column is rejected, never silently shadowed).
 pub fn is_reserved_column(name: &str) -> bool {
-    ALL.contains(&name) || name == BEFORE
+    ALL.contains(&name) || name == BEFORE || name == SEQ
 }
 
 /// The Arrow fields of the metadata columns, appended after the table's columns.
@@ -71,13 +81,17 @@ pub fn meta_fields() -> Vec<Field> {
 
 /// The schema of a table's batches: its columns (all nullable in Arrow;
 /// NOT NULL is the shape's business), then the metadata columns, then
-/// `_before` when the shape has before images.
+/// `_before` when the shape has before images, then `_seq` when it has no
+/// key.
 pub fn batch_schema(shape: &TableShape) -> SchemaRef {
     let columns = column_fields(shape);
     let mut fields = columns.clone();
     fields.extend(meta_fields());
     if shape.before_images {
         fields.push(Field::new(BEFORE, DataType::Struct(columns.into()), true));
+    }
+    if shape.keyless() {
+        fields.push(Field::new(SEQ, DataType::UInt64, false));
     }
     Arc::new(Schema::new(fields))
 }

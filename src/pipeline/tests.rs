@@ -41,6 +41,7 @@ fn rows(t: &str, ids: &[i64], lsn: u64, op: u8) -> SinkItem {
             data_type: DataType::Int64,
             is_key: true,
             nullable: false,
+            added_default: Default::default(),
         }],
     });
     let mut meta = MetaBuilder::with_capacity(ids.len());

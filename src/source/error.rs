@@ -50,6 +50,12 @@ pub enum SourceError {
     Server(PgServerError),
     #[error("PostgreSQL query failed: {}", describe_query_error(.0))]
     Query(#[from] tokio_postgres::Error),
+    /// A catalog query, with what sluice was doing.
+    #[error("PostgreSQL query failed while {doing}: {}", describe_query_error(.source))]
+    Catalog {
+        doing: String,
+        source: tokio_postgres::Error,
+    },
     #[error("unexpected PostgreSQL protocol message: {0}")]
     Protocol(String),
     #[error("cannot decode replication data: {0}")]
@@ -126,6 +132,14 @@ impl SourceError {
         matches!(self, SourceError::SlotInvalidated { .. })
     }
 
+    /// A failed catalog query, saying what sluice was doing.
+    pub fn catalog(doing: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        SourceError::Catalog {
+            doing: doing.into(),
+            source,
+        }
+    }
+
     /// Whether waiting and reconnecting may help; otherwise a user must act.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -133,7 +147,7 @@ impl SourceError {
             SourceError::Server(e) => RETRYABLE_SQLSTATE_PREFIXES
                 .iter()
                 .any(|p| e.code.starts_with(p)),
-            SourceError::Query(e) => match e.code() {
+            SourceError::Query(e) | SourceError::Catalog { source: e, .. } => match e.code() {
                 Some(code) => RETRYABLE_SQLSTATE_PREFIXES
                     .iter()
                     .any(|p| code.code().starts_with(p)),
@@ -148,7 +162,9 @@ impl SourceError {
     pub fn server_code(&self) -> Option<&str> {
         match self {
             SourceError::Server(e) => Some(&e.code),
-            SourceError::Query(e) => e.code().map(|c| c.code()),
+            SourceError::Query(e) | SourceError::Catalog { source: e, .. } => {
+                e.code().map(|c| c.code())
+            }
             _ => None,
         }
     }

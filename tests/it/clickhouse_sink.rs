@@ -43,7 +43,7 @@ async fn config() -> ClickHouseSinkConfig {
         on_truncate: TruncateMode::Truncate,
         on_drop_column: DropColumnMode::Keep,
         json_type: JsonType::String,
-        tables_without_key: NoKeyMode::FullRow,
+        tables_without_key: NoKeyMode::Multiset,
     };
     if let Err(e) = sluice::sink::clickhouse::server_version(&cfg).await {
         panic!("the test ClickHouse server at {url} is not reachable: {e}");
@@ -128,6 +128,7 @@ fn col(name: &str, pg_type: &str, dt: DataType, is_key: bool, nullable: bool) ->
         data_type: dt,
         is_key,
         nullable,
+        added_default: Default::default(),
     }
 }
 
@@ -159,6 +160,9 @@ fn batch(shape: &Arc<TableShape>, columns: Vec<ArrayRef>, meta: &[M]) -> SinkIte
         .map(|c| Field::new(&c.name, c.data_type.clone(), true))
         .collect();
     fields.extend(meta_fields());
+    if shape.keyless() {
+        fields.push(Field::new(sluice::core::meta::SEQ, DataType::UInt64, false));
+    }
     let mut unchanged = ListBuilder::new(UInt16Builder::new())
         .with_field(Arc::new(Field::new_list_field(DataType::UInt16, false)));
     for m in meta {
@@ -190,6 +194,12 @@ fn batch(shape: &Arc<TableShape>, columns: Vec<ArrayRef>, meta: &[M]) -> SinkIte
             .with_timezone("UTC"),
     ));
     cols.push(Arc::new(unchanged.finish()));
+    if shape.keyless() {
+        // Tests give every change its own version: a fine `_seq` too.
+        cols.push(Arc::new(UInt64Array::from_iter_values(
+            meta.iter().map(|m| m.1),
+        )));
+    }
     SinkItem::Rows(TableBatch {
         shape: shape.clone(),
         batch: RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
@@ -957,11 +967,37 @@ async fn tables_without_key() {
         &[ins(1), ins(2), ins(3)],
     );
     let delete = f(vec![None], &[Some("y")], &[del(4)]);
-    // full_row: identical rows collapse; a delete with the full old row removes it.
+    // multiset: duplicates stay, NULL stays NULL, a delete removes one copy,
+    // a replayed flush changes nothing.
     let mut sink = ClickHouseSink::connect(&cfg).await.unwrap();
     sink.apply(&inserts).await.unwrap();
     sink.apply(&delete).await.unwrap();
-    assert_eq!(live(&cfg, "nokey", "a").await, vec![json!({"a":1,"b":"x"})]);
+    let one_x = f(vec![Some(1)], &[Some("x")], &[del(5)]);
+    sink.apply(&one_x).await.unwrap();
+    sink.apply(&inserts).await.unwrap();
+    let view = |cfg: &ClickHouseSinkConfig| {
+        format!(
+            "SELECT * FROM {}.nokey_live ORDER BY a, b",
+            quote_ch_ident(&cfg.database)
+        )
+    };
+    assert_eq!(rows(&cfg, &view(&cfg)).await, vec![json!({"a":1,"b":"x"})]);
+    let more = f(
+        vec![None, None, Some(1)],
+        &[None, None, Some("x")],
+        &[ins(6), ins(7), ins(8)],
+    );
+    sink.apply(&more).await.unwrap();
+    sink.apply(&more).await.unwrap();
+    assert_eq!(
+        rows(&cfg, &view(&cfg)).await,
+        vec![
+            json!({"a":1,"b":"x"}),
+            json!({"a":1,"b":"x"}),
+            json!({"a":null,"b":null}),
+            json!({"a":null,"b":null}),
+        ]
+    );
     // append_only: every change is a row, with its _op.
     cfg.tables_without_key = NoKeyMode::AppendOnly;
     cfg.table_names

@@ -16,8 +16,11 @@ pub const SYNCED_AT: &str = "_synced_at";
 pub enum TableKind {
     /// ReplacingMergeTree ordered by the source key.
     Keyed,
-    /// No key: ReplacingMergeTree ordered by every (orderable) column.
-    FullRow,
+    /// No key: an exact multiset. Every change is a row keyed by its
+    /// position (`_lsn`, `_seq`), so a replay replaces it; a delete carries
+    /// the old values with `_is_deleted = 1` (sign -1). The view
+    /// `<table>_live` shows the live rows.
+    Multiset,
     /// No key: MergeTree, every change appended with its `_op`.
     AppendOnly,
 }
@@ -42,8 +45,11 @@ pub fn wanted_columns(plans: &[ColumnPlan], kind: TableKind) -> Vec<(String, Str
     out.push((meta::VERSION.into(), "UInt64".into()));
     out.push((meta::IS_DELETED.into(), "UInt8".into()));
     out.push((meta::LSN.into(), "UInt64".into()));
-    if kind == TableKind::AppendOnly {
+    if kind != TableKind::Keyed {
         out.push((meta::OP.into(), "LowCardinality(String)".into()));
+    }
+    if kind == TableKind::Multiset {
+        out.push((meta::SEQ.into(), "UInt64".into()));
     }
     out
 }
@@ -69,11 +75,10 @@ fn sorting_columns(plans: &[ColumnPlan], kind: TableKind) -> Vec<(String, String
             .filter(|p| p.is_key)
             .map(|p| (p.name.clone(), p.ch_type.clone()))
             .collect(),
-        // JSON cannot be part of a sorting key.
-        TableKind::FullRow => wanted_columns(plans, kind)
-            .into_iter()
-            .filter(|(n, t)| !is_meta(n) && !t.contains("JSON"))
-            .collect(),
+        TableKind::Multiset => vec![
+            (meta::LSN.into(), "UInt64".into()),
+            (meta::SEQ.into(), "UInt64".into()),
+        ],
         TableKind::AppendOnly => Vec::new(),
     }
 }
@@ -102,7 +107,9 @@ pub fn create_table_sql(target: &str, plans: &[ColumnPlan], kind: TableKind) -> 
     };
     let engine = match kind {
         TableKind::AppendOnly => "MergeTree".to_string(),
-        _ => format!(
+        // Rows of one key are one change written again: any copy will do.
+        TableKind::Multiset => "ReplacingMergeTree".to_string(),
+        TableKind::Keyed => format!(
             "ReplacingMergeTree({}, {})",
             q(meta::VERSION),
             q(meta::IS_DELETED)
@@ -117,6 +124,33 @@ pub fn create_table_sql(target: &str, plans: &[ColumnPlan], kind: TableKind) -> 
     format!(
         "CREATE TABLE IF NOT EXISTS {target} (\n  {}\n) ENGINE = {engine} ORDER BY {order_by}{settings}",
         cols.join(",\n  ")
+    )
+}
+
+/// The name of a multiset table's view of its live rows.
+pub fn live_view_name(target_table: &str) -> String {
+    format!("{target_table}_live")
+}
+
+/// The view presenting a multiset table's live rows: each distinct row as
+/// many times as it was inserted minus deleted. `columns` are the source's
+/// columns (with NULL flags) as the ClickHouse table has them now.
+pub fn live_view_sql(view: &str, target: &str, plans: &[ColumnPlan]) -> String {
+    let mut cols = Vec::new();
+    for p in plans {
+        cols.push(q(&p.name));
+        if let Some(f) = &p.null_flag {
+            cols.push(q(f));
+        }
+    }
+    let list = cols.join(", ");
+    format!(
+        "CREATE OR REPLACE VIEW {view} AS SELECT {list} FROM (\
+         SELECT {list}, sum(if({d} = 1, -1, 1)) AS {n} FROM {target} FINAL GROUP BY {list}) \
+         ARRAY JOIN range(toUInt64(greatest({n}, 0))) AS {copy}",
+        d = q(meta::IS_DELETED),
+        n = q("_live_count"),
+        copy = q("_live_copy"),
     )
 }
 
@@ -154,10 +188,19 @@ pub fn reconcile_sql(
     let mut alters = Vec::new();
     for (name, ty) in &wanted {
         match have.get(name.as_str()) {
-            None => alters.push(format!(
-                "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {ty}",
-                q(name)
-            )),
+            None => {
+                // Rows written before the column existed: the source's value
+                // for them, when it has one.
+                let default = match plans.iter().find(|p| p.name == *name).map(|p| &p.on_add) {
+                    Some(Err(why)) => return Err(why.clone()),
+                    Some(Ok(Some(d))) => format!(" DEFAULT {d}"),
+                    _ => String::new(),
+                };
+                alters.push(format!(
+                    "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {ty}{default}",
+                    q(name)
+                ))
+            }
             Some(c) => match reconcile(&c.ty, ty) {
                 Reconcile::Keep => {}
                 Reconcile::Modify(t) if !c.in_sorting_key => alters.push(format!(
@@ -204,11 +247,12 @@ mod tests {
             enc: Enc::Pass,
             null_flag: flag.then(|| format!("{name}_is_null")),
             is_key: key,
+            on_add: Ok(None),
         }
     }
 
     #[test]
-    fn create_keyed_and_full_row() {
+    fn create_keyed_multiset_and_append_only() {
         let p = vec![
             plan("id", "Int64", true, false),
             plan("a b", "Array(Nullable(Int32))", false, true),
@@ -217,10 +261,18 @@ mod tests {
         assert!(s.contains("`a b_is_null` UInt8"), "{s}");
         assert!(s.contains("ReplacingMergeTree(`_version`, `_is_deleted`) ORDER BY (`id`)"));
         let p = vec![plan("x", "Nullable(String)", false, false)];
-        let s = create_table_sql("`db`.`t`", &p, TableKind::FullRow);
+        let s = create_table_sql("`db`.`t`", &p, TableKind::Multiset);
         assert!(
-            s.ends_with("ORDER BY (`x`) SETTINGS allow_nullable_key = 1"),
+            s.contains("`x` Nullable(String)")
+                && s.contains("`_op` LowCardinality(String)")
+                && s.ends_with("ENGINE = ReplacingMergeTree ORDER BY (`_lsn`, `_seq`)"),
             "{s}"
+        );
+        let v = live_view_sql("`db`.`t_live`", "`db`.`t`", &p);
+        assert!(
+            v.contains("SELECT `x` FROM (SELECT `x`, sum(if(`_is_deleted` = 1, -1, 1))")
+                && v.contains("FROM `db`.`t` FINAL GROUP BY `x`"),
+            "{v}"
         );
         let s = create_table_sql("`db`.`t`", &p, TableKind::AppendOnly);
         assert!(s.contains("ENGINE = MergeTree ORDER BY tuple()") && s.contains("`_op`"));

@@ -36,12 +36,13 @@ pub struct Encoded {
 }
 
 /// Builds the batch to insert: every planned column (plus NULL flags), then
-/// `_version`, `_is_deleted`, `_lsn` (and `_op` when `with_op`).
+/// `_version`, `_is_deleted`, `_lsn`, then the `extra` metadata columns
+/// (`_op`, `_seq`).
 pub fn encode(
     src: &RecordBatch,
     plans: &[ColumnPlan],
     caps: &ServerCaps,
-    with_op: bool,
+    extra: &[&str],
 ) -> Result<Encoded, ArrowError> {
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
@@ -61,9 +62,7 @@ pub fn encode(
         }
     }
     let mut metas = vec![meta::VERSION, meta::IS_DELETED, meta::LSN];
-    if with_op {
-        metas.push(meta::OP);
-    }
+    metas.extend_from_slice(extra);
     for m in metas {
         let a = src
             .column_by_name(m)

@@ -229,9 +229,13 @@ impl ClickHouseSink {
         let Some(state) = self.tables.get(table) else {
             return Ok(());
         };
-        let with_op = state.kind == TableKind::AppendOnly;
+        let extra: &[&str] = match state.kind {
+            TableKind::Keyed => &[],
+            TableKind::AppendOnly => &[meta::OP],
+            TableKind::Multiset => &[meta::OP, meta::SEQ],
+        };
         let enc =
-            encode(&tb.batch, &state.plans, &self.caps, with_op).map_err(|e| SinkError::Table {
+            encode(&tb.batch, &state.plans, &self.caps, extra).map_err(|e| SinkError::Table {
                 table: table.clone(),
                 message: format!("encoding the batch: {e}"),
             })?;
@@ -288,7 +292,7 @@ impl ClickHouseSink {
             TableKind::Keyed
         } else {
             match self.cfg.tables_without_key {
-                NoKeyMode::FullRow => TableKind::FullRow,
+                NoKeyMode::Multiset => TableKind::Multiset,
                 NoKeyMode::AppendOnly => TableKind::AppendOnly,
             }
         };
@@ -310,9 +314,10 @@ impl ClickHouseSink {
         if existing.is_empty() {
             match kind {
                 TableKind::Keyed => {}
-                TableKind::FullRow => tracing::warn!(
+                TableKind::Multiset => tracing::warn!(
                     table = %table,
-                    "table has no key columns: tables_without_key = \"full_row\": ReplacingMergeTree ordered by every column (identical duplicate rows collapse into one)"
+                    "table has no key columns: tables_without_key = \"multiset\": every change is a row (delete = sign -1); query the view {}_live for the live rows",
+                    self.cfg.target_table(table)
                 ),
                 TableKind::AppendOnly => tracing::warn!(
                     table = %table,
@@ -336,6 +341,16 @@ impl ClickHouseSink {
                     return Ok(false);
                 }
             }
+        }
+        if kind == TableKind::Multiset {
+            // Created or replaced after every shape change: it lists the columns.
+            let view = format!(
+                "{}.{}",
+                quote_ch_ident(&self.cfg.database),
+                quote_ch_ident(&ddl::live_view_name(&self.cfg.target_table(table)))
+            );
+            self.exec(&ddl::live_view_sql(&view, &target, &plans))
+                .await?;
         }
         let cols: Vec<String> = ddl::wanted_columns(&plans, kind)
             .iter()
@@ -538,7 +553,8 @@ impl Sink for ClickHouseSink {
         }
         let target = self.target(table);
         let existing = self.existing_columns(table).await?;
-        if existing.is_empty() {
+        // A multiset is only ever copied exactly (never over older rows).
+        if existing.is_empty() || existing.iter().any(|c| c.name == meta::SEQ) {
             return Ok(());
         }
         let engine = self

@@ -8,7 +8,7 @@
 use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
 
 use crate::config::JsonType;
-use crate::core::ColumnInfo;
+use crate::core::{AddedDefault, ColumnInfo};
 
 /// Engine capabilities and bounds learned at connect time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,10 @@ pub struct ColumnPlan {
     /// the array is NULL, since ClickHouse has no `Nullable(Array)`.
     pub null_flag: Option<String>,
     pub is_key: bool,
+    /// When the column is added to an existing table: the `DEFAULT` that
+    /// gives older rows the source's value for them (`None`: NULL), or why
+    /// the table cannot follow.
+    pub on_add: Result<Option<String>, String>,
 }
 
 /// Suffix of the companion column that keeps NULL arrays distinct from empty ones.
@@ -130,11 +134,66 @@ pub fn plan_column(
     ColumnPlan {
         source_index: index,
         name: col.name.clone(),
+        on_add: on_add(col, &ch_type),
         ch_type,
         enc,
         null_flag,
         is_key: col.is_key,
     }
+}
+
+/// The ClickHouse `DEFAULT` for a column added to a table with rows (see
+/// [`ColumnPlan::on_add`]).
+fn on_add(col: &ColumnInfo, ch_type: &str) -> Result<Option<String>, String> {
+    let text = match &col.added_default {
+        AddedDefault::Null => return Ok(None),
+        AddedDefault::PerRow => {
+            return Err(format!(
+                "column \"{}\" was added with a default computed per row (or had a default set after it was added), which sends no row changes: the rows written before it would lack their values; resync the table",
+                col.name
+            ))
+        }
+        AddedDefault::Constant(t) => t,
+    };
+    let literal = super::toast::quote_ch_string(text);
+    let numeric = |t: &str| {
+        !t.is_empty()
+            && (t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+                || matches!(t, "NaN" | "Infinity" | "-Infinity"))
+    };
+    let expr = match &col.data_type {
+        DataType::Boolean => match text.as_str() {
+            "t" | "true" => Some("true".to_string()),
+            "f" | "false" => Some("false".to_string()),
+            _ => None,
+        },
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..)
+            if numeric(text) =>
+        {
+            Some(format!("CAST({literal}, '{ch_type}')"))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 if !ch_type.contains("JSON") => Some(literal),
+        DataType::Date32 => Some(format!("CAST({literal}, '{ch_type}')")),
+        DataType::Timestamp(..) => Some(format!("parseDateTime64BestEffort({literal}, 6, 'UTC')")),
+        _ => None,
+    };
+    expr.map(Some).ok_or_else(|| {
+        format!(
+            "column \"{}\" was added with DEFAULT {text}, which the rows written before it hold, and sluice cannot give a {ch_type} column that default: resync the table",
+            col.name
+        )
+    })
 }
 
 fn nullable_of(base: &str) -> String {

@@ -399,6 +399,7 @@ mod tests {
             data_type: dt,
             is_key: key,
             nullable: !key,
+            added_default: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::setup::{describe_table, ColumnSpec};
 use super::types::{ArrowMapping, TypeCache, TypeOptions};
 use crate::config::TableName;
 use crate::core::meta::{RowMeta, OP_DELETE, OP_INSERT, OP_UPDATE};
-use crate::core::{Flush, SinkItem, TableShape, TruncateMeta};
+use crate::core::{AddedDefault, Flush, SinkItem, TableShape, TruncateMeta};
 use crate::source::SourceError;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -26,6 +26,12 @@ pub struct CatalogCache {
     pub types: TypeCache,
     /// Per table OID, the columns declared NOT NULL.
     pub not_null: HashMap<u32, HashSet<String>>,
+    /// Per table OID, the key columns from the catalog (primary key, or the
+    /// replica identity index): a Relation under REPLICA IDENTITY FULL flags
+    /// every column, which is not the key.
+    pub keys: HashMap<u32, HashSet<String>>,
+    /// Per table OID, what rows older than a column hold in it.
+    pub defaults: HashMap<u32, HashMap<String, AddedDefault>>,
 }
 
 struct Relation {
@@ -39,6 +45,10 @@ struct Txn {
     commit_ts: i64,
     /// Set for transactions that end at or before the resume point.
     skip: bool,
+    /// Per table (relation OID), the ordinal of its next row change in
+    /// this transaction: the `_seq` of tables without a key. Replays number
+    /// them the same way, whatever other tables are configured or stopped.
+    seq: HashMap<u32, u64>,
 }
 
 /// What the caller should do after a message.
@@ -161,6 +171,7 @@ impl Assembler {
             commit_lsn,
             commit_ts: commit_ts.saturating_add(PG_EPOCH_OFFSET_MICROS),
             skip: commit_lsn < self.resume_from.0,
+            seq: HashMap::new(),
         });
     }
 
@@ -182,6 +193,8 @@ impl Assembler {
     fn relation(&mut self, body: RelationBody, catalog: &CatalogCache) -> Result<(), SourceError> {
         let types = &catalog.types;
         let not_null = catalog.not_null.get(&body.rel_id);
+        let keys = catalog.keys.get(&body.rel_id);
+        let defaults = catalog.defaults.get(&body.rel_id);
         let table = TableName::new(body.namespace.clone(), body.name.clone());
         if !self.tables.contains(&table) {
             self.relations.remove(&body.rel_id);
@@ -191,8 +204,13 @@ impl Assembler {
             name: &c.name,
             type_oid: c.type_oid,
             typmod: c.type_modifier,
-            is_key: c.is_key(),
+            // Without a catalog entry (tests), the Relation's own flags.
+            is_key: keys.map_or(c.is_key(), |k| k.contains(&c.name)),
             not_null: not_null.is_some_and(|n| n.contains(&c.name)),
+            added_default: defaults
+                .and_then(|d| d.get(&c.name))
+                .cloned()
+                .unwrap_or_default(),
         });
         let full = body.replica_identity == ReplicaIdentity::Full;
         let (shape, mappings) = describe_table(
@@ -271,11 +289,28 @@ impl Assembler {
         wal_start: Lsn,
     ) -> Result<(), SourceError> {
         // An update that moves the key: a delete of the old key first, so the
-        // old row does not linger under its old key in the sink.
+        // old row does not linger under its old key in the sink. Without a
+        // key (a multiset) every update is a delete of one copy of the old
+        // row and an insert of the new one.
         let moved = match (old, self.relations.get(&rel_id)) {
+            (Some(old), Some(rel)) if rel.key_indexes.is_empty() => {
+                if !matches!(old, OldTuple::Full(_)) {
+                    return Err(SourceError::TableData {
+                        table: rel.shape.table.clone(),
+                        message: "an update of a table without a key came without its whole old row; set REPLICA IDENTITY FULL (or add a primary key) and resync".into(),
+                    });
+                }
+                true
+            }
             (Some(old), Some(rel)) => rel.key_indexes.iter().any(|&i| {
                 !matches!((old.tuple().get(i), new.get(i)), (Some(a), Some(b)) if same_value(&a, &b))
             }),
+            (None, Some(rel)) if rel.key_indexes.is_empty() && self.txn.as_ref().is_some_and(|t| !t.skip) => {
+                return Err(SourceError::TableData {
+                    table: rel.shape.table.clone(),
+                    message: "an update of a table without a key came without its old row; set REPLICA IDENTITY FULL (or add a primary key) and resync".into(),
+                });
+            }
             _ => false,
         };
         if let (true, Some(old)) = (moved, old) {
@@ -313,6 +348,7 @@ impl Assembler {
             version: wal_start.0,
             commit_ts: txn.commit_ts,
         };
+        let seq = txn.seq.get(&rel_id).copied().unwrap_or(0);
         let Some(rel) = self.relations.get(&rel_id) else {
             // Not a configured table (publication holds more), or a protocol bug.
             return Ok(());
@@ -359,7 +395,11 @@ impl Assembler {
                 });
             }
         }
+        builder.set_next_seq(seq);
         builder.finish_row(meta, &self.unchanged);
+        if let Some(t) = &mut self.txn {
+            *t.seq.entry(rel_id).or_default() += 1;
+        }
         // The whole old row of an update, where the table logs it.
         match old.filter(|_| op == OP_UPDATE && builder.has_before()) {
             Some(o) => {

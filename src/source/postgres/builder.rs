@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::builder::NullBufferBuilder;
-use arrow::array::{ArrayRef, StructArray};
+use arrow::array::{ArrayRef, StructArray, UInt64Builder};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -23,6 +23,10 @@ pub struct TableBuilder {
     meta: MetaBuilder,
     /// The `_before` column, for shapes with before images.
     before: Option<BeforeBuilder>,
+    /// The `_seq` column, for shapes without a key; `next_seq` is the next
+    /// row's value.
+    seq: Option<UInt64Builder>,
+    next_seq: u64,
 }
 
 /// The old rows of updates: one decoder per column, and which rows have one.
@@ -46,10 +50,28 @@ impl TableBuilder {
                 columns: decoders(),
                 present: NullBufferBuilder::new(INITIAL_ROWS),
             }),
+            seq: shape
+                .keyless()
+                .then(|| UInt64Builder::with_capacity(INITIAL_ROWS)),
+            next_seq: 0,
             shape,
             columns: decoders(),
             meta: MetaBuilder::with_capacity(INITIAL_ROWS),
         }
+    }
+
+    /// The `_seq` of the next row (rows after it count up from there).
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
+    }
+
+    fn append_seq(&mut self, n: usize) {
+        if let Some(b) = &mut self.seq {
+            for i in 0..n as u64 {
+                b.append_value(self.next_seq.wrapping_add(i));
+            }
+        }
+        self.next_seq = self.next_seq.wrapping_add(n as u64);
     }
 
     pub fn shape(&self) -> &Arc<TableShape> {
@@ -81,6 +103,7 @@ impl TableBuilder {
     /// old rows).
     pub fn finish_rows(&mut self, n: usize, m: RowMeta) {
         self.meta.append_n(n, m);
+        self.append_seq(n);
         if let Some(b) = &mut self.before {
             for _ in 0..n {
                 for c in &mut b.columns {
@@ -98,6 +121,7 @@ impl TableBuilder {
     #[inline]
     pub fn finish_row(&mut self, m: RowMeta, unchanged: &[u16]) {
         self.meta.append(m, unchanged);
+        self.append_seq(1);
     }
 
     /// Whether rows take an old row (`_before`).
@@ -156,6 +180,9 @@ impl TableBuilder {
             )
             .expect("old-row builders are kept aligned with the shape");
             arrays.push(Arc::new(before));
+        }
+        if let Some(b) = &mut self.seq {
+            arrays.push(Arc::new(b.finish()));
         }
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .expect("column builders are kept aligned with the schema");

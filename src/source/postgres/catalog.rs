@@ -4,9 +4,14 @@
 use tokio_postgres::{Client, NoTls};
 
 use super::lsn::Lsn;
-use crate::config::{quote_ident, PgConnInfo, TableName};
+use crate::config::{PgConnInfo, TableName};
 use crate::secret::redact;
 use crate::source::error::SourceError;
+
+pub use super::publication::{
+    create_publication_sql, drop_publication, ensure_publication, partitioned_tables, publication,
+    publication_table_sql, PublicationInfo,
+};
 
 /// Opens an ordinary connection; its driver task runs until the client drops.
 pub async fn connect(info: &PgConnInfo) -> Result<Client, SourceError> {
@@ -104,7 +109,8 @@ pub async fn server_settings(c: &Client) -> Result<ServerSettings, SourceError> 
                     (SELECT count(*) FROM pg_stat_replication)",
             &[],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading server settings", e))?;
     Ok(ServerSettings {
         version: row.get(0),
         version_num: row.get::<_, i32>(1) as u32,
@@ -131,7 +137,8 @@ pub async fn current_role(c: &Client) -> Result<RoleInfo, SourceError> {
              FROM pg_roles WHERE rolname = current_user",
             &[],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading the current role", e))?;
     Ok(RoleInfo {
         superuser: row.get(0),
         replication: row.get(1),
@@ -155,6 +162,8 @@ pub struct TableInfo {
     pub replica_identity: ReplicaIdentity,
     pub primary_key: Vec<String>,
     pub owned_by_current_user: bool,
+    /// A partitioned table (its rows live in its partitions).
+    pub partitioned: bool,
 }
 
 impl TableInfo {
@@ -178,12 +187,14 @@ pub async fn table_info(c: &Client, t: &TableName) -> Result<Option<TableInfo>, 
                               FROM pg_index i
                               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                              WHERE i.indrelid = c.oid AND i.indisprimary), '{}')
+                              WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
+                    c.relkind = 'p'
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("looking up table {t}"), e))?;
     Ok(row.map(|row| TableInfo {
         name: t.clone(),
         oid: row.get(0),
@@ -195,6 +206,7 @@ pub async fn table_info(c: &Client, t: &TableName) -> Result<Option<TableInfo>, 
         },
         owned_by_current_user: row.get(2),
         primary_key: row.get(3),
+        partitioned: row.get(4),
     }))
 }
 
@@ -219,7 +231,8 @@ pub async fn table_size(c: &Client, t: &TableName) -> Result<Option<TableSize>, 
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("measuring table {t}"), e))?;
     Ok(row.map(|r| TableSize {
         plain: r.get(0),
         blocks: r.get::<_, i64>(1).max(0) as u64,
@@ -241,6 +254,33 @@ pub async fn read_privileges(c: &Client, t: &TableName) -> Result<(bool, bool), 
     Ok((row.get(0), row.get(1)))
 }
 
+/// The leaf partitions of a partitioned table (as `regclass` text) with
+/// their row estimates (`reltuples`, negative when never analyzed); `None`
+/// when one of them is not a plain table (a foreign table).
+pub async fn leaf_partitions(
+    c: &Client,
+    t: &TableName,
+) -> Result<Option<Vec<(String, f64)>>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT p.relid::regclass::text, pc.reltuples::float8, pc.relkind = 'r'
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN LATERAL pg_partition_tree(c.oid) p
+             JOIN pg_class pc ON pc.oid = p.relid
+             WHERE n.nspname = $1 AND c.relname = $2 AND p.isleaf
+             ORDER BY 1",
+            &[&t.schema, &t.name],
+        )
+        .await
+        .map_err(|e| SourceError::catalog(format!("listing the partitions of {t}"), e))?;
+    if rows.iter().any(|r| !r.get::<_, bool>(2)) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(),
+    ))
+}
+
 /// The primary key's column and SQL type when it has exactly one column.
 pub async fn single_column_key(
     c: &Client,
@@ -256,96 +296,9 @@ pub async fn single_column_key(
              WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary AND i.indnatts = 1",
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("looking up the primary key of {t}"), e))?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
-}
-
-#[derive(Debug, Clone)]
-pub struct PublicationInfo {
-    pub all_tables: bool,
-    pub tables: Vec<TableName>,
-}
-
-pub async fn publication(c: &Client, name: &str) -> Result<Option<PublicationInfo>, SourceError> {
-    let Some(row) = c
-        .query_opt(
-            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
-            &[&name],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let tables = c
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[&name],
-        )
-        .await?
-        .into_iter()
-        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
-        .collect();
-    Ok(Some(PublicationInfo {
-        all_tables: row.get(0),
-        tables,
-    }))
-}
-
-/// The SQL that creates a publication for exactly these tables.
-pub fn create_publication_sql(name: &str, tables: &[TableName]) -> String {
-    let list: Vec<String> = tables.iter().map(TableName::quoted).collect();
-    format!(
-        "CREATE PUBLICATION {} FOR TABLE {}",
-        quote_ident(name),
-        list.join(", ")
-    )
-}
-
-/// Creates the publication, or adds the configured tables it lacks.
-pub async fn ensure_publication(
-    c: &Client,
-    name: &str,
-    tables: &[TableName],
-    may_create: bool,
-) -> Result<(), SourceError> {
-    match publication(c, name).await? {
-        None if !may_create => Err(SourceError::Publication {
-            publication: name.to_owned(),
-            problem: "does not exist and source.postgres.create_publication = false; create it with CREATE PUBLICATION ... FOR TABLE ...".into(),
-        }),
-        None => {
-            let sql = create_publication_sql(name, tables);
-            tracing::info!(publication = name, "creating publication");
-            c.batch_execute(&sql).await?;
-            Ok(())
-        }
-        Some(p) if p.all_tables => Ok(()),
-        Some(p) => {
-            let missing: Vec<&TableName> = tables.iter().filter(|t| !p.tables.contains(t)).collect();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
-            if !may_create {
-                return Err(SourceError::Publication {
-                    publication: name.to_owned(),
-                    problem: format!(
-                        "does not include {}; add them with ALTER PUBLICATION ... ADD TABLE",
-                        names.join(", ")
-                    ),
-                });
-            }
-            let list: Vec<String> = missing.iter().map(|t| t.quoted()).collect();
-            tracing::info!(publication = name, tables = %names.join(", "), "adding tables to publication");
-            c.batch_execute(&format!(
-                "ALTER PUBLICATION {} ADD TABLE {}",
-                quote_ident(name),
-                list.join(", ")
-            ))
-            .await?;
-            Ok(())
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -367,7 +320,8 @@ pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceErro
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("reading replication slot \"{name}\""), e))?;
     let lsn = |v: Option<String>| v.and_then(|s| s.parse().ok());
     Ok(row.map(|r| SlotInfo {
         plugin: r.get(0),
@@ -387,7 +341,8 @@ pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
                          ELSE pg_current_wal_lsn() END::text",
             &[],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading the current WAL position", e))?;
     row.get::<_, String>(0)
         .parse()
         .map_err(SourceError::Protocol)
@@ -443,16 +398,6 @@ pub async fn drop_slot(c: &Client, name: &str) -> Result<bool, SourceError> {
     Ok(true)
 }
 
-/// Drops the publication if it exists; true when something was dropped.
-pub async fn drop_publication(c: &Client, name: &str) -> Result<bool, SourceError> {
-    if publication(c, name).await?.is_none() {
-        return Ok(false);
-    }
-    c.batch_execute(&format!("DROP PUBLICATION {}", quote_ident(name)))
-        .await?;
-    Ok(true)
-}
-
 /// Resolves type OIDs (with their domain bases and array elements) from
 /// pg_type into `cache`.
 pub async fn resolve_types(
@@ -487,7 +432,8 @@ pub async fn resolve_types(
                  FROM pg_type WHERE oid = ANY($1)",
                 &[&todo],
             )
-            .await?;
+            .await
+            .map_err(|e| SourceError::catalog("resolving column types", e))?;
         todo.clear();
         for r in rows {
             let oid: u32 = r.get(0);
@@ -569,8 +515,96 @@ pub async fn not_null_columns(
              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attnotnull",
             &[&rel_id],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog("reading NOT NULL columns", e))?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// The index whose columns are a table's key, as an SQL condition on
+/// `pg_index i` for the table `c`: the replica identity index when the table
+/// uses one (deletes then carry only its columns), else the primary key.
+/// REPLICA IDENTITY FULL does not change the key: it only adds old values.
+const KEY_INDEX: &str =
+    "i.indrelid = c.oid AND CASE WHEN c.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END";
+
+/// The key columns of a table (by OID); see [`KEY_INDEX`]. Empty when the
+/// table has no key (it is then replicated as a multiset).
+pub async fn key_columns(
+    c: &Client,
+    rel_id: u32,
+) -> Result<std::collections::HashSet<String>, SourceError> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT a.attname::text FROM pg_class c
+                 JOIN pg_index i ON {KEY_INDEX}
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey::int2[])
+                 WHERE c.oid = $1"
+            ),
+            &[&rel_id],
+        )
+        .await
+        .map_err(|e| SourceError::catalog("reading key columns", e))?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Per column, what rows older than the column hold in it: the constant
+/// PostgreSQL keeps for them (`attmissingval`, from `ADD COLUMN ... DEFAULT`
+/// with a non-volatile default), or, for a column with a default but no
+/// such constant, a value per row (a volatile default rewrote the table;
+/// a default set after the column was added is taken the same way, which
+/// errs on the safe side).
+pub async fn added_defaults(
+    c: &Client,
+    rel_id: u32,
+) -> Result<std::collections::HashMap<String, crate::core::AddedDefault>, SourceError> {
+    use crate::core::AddedDefault;
+    let rows = c
+        .query(
+            "SELECT attname::text, atthasmissing, atthasdef,
+                    CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END
+             FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&rel_id],
+        )
+        .await
+        .map_err(|e| SourceError::catalog("reading column defaults", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let value: Option<String> = r.get(3);
+            let d = match (r.get::<_, bool>(1), r.get::<_, bool>(2), value) {
+                (true, _, Some(v)) => AddedDefault::Constant(v),
+                (true, _, None) | (false, false, _) => AddedDefault::Null,
+                (false, true, _) => AddedDefault::PerRow,
+            };
+            (r.get(0), d)
+        })
+        .collect())
+}
+
+/// The stored generated columns of a table (by OID). pgoutput does not send
+/// them (before PostgreSQL 18, and not by default since), so sluice leaves
+/// them out of the copy too: identical in both, never half-filled.
+pub async fn generated_columns(c: &Client, rel_id: u32) -> Result<Vec<String>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT attname::text FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''
+             ORDER BY attnum",
+            &[&rel_id],
+        )
+        .await
+        .map_err(|e| SourceError::catalog("reading generated columns", e))?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Logs, once per call, that `table`'s generated columns are left out.
+pub fn warn_generated(table: &TableName, columns: &[String]) {
+    for col in columns {
+        tracing::warn!(table = %table, column = %col,
+            "generated column left out: PostgreSQL does not replicate its values (the copy leaves it out too); compute it in the sink if needed");
+    }
 }
 
 /// A table column as the snapshot and the type check need it.
@@ -580,7 +614,7 @@ pub struct TableColumn {
     pub type_oid: u32,
     pub typmod: i32,
     pub not_null: bool,
-    /// Part of the replica identity, as pgoutput flags it.
+    /// Part of the table's key (see [`KEY_INDEX`]).
     pub is_key: bool,
 }
 
@@ -589,24 +623,21 @@ pub struct TableColumn {
 pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>, SourceError> {
     let rows = c
         .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
-                    CASE c.relreplident
-                      WHEN 'f' THEN true
-                      WHEN 'n' THEN false
-                      WHEN 'i' THEN a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                      WHERE i.indrelid = c.oid AND i.indisreplident LIMIT 1), '{}'))
-                      ELSE a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                      WHERE i.indrelid = c.oid AND i.indisprimary LIMIT 1), '{}'))
-                    END
-             FROM pg_attribute a
-             JOIN pg_class c ON c.oid = a.attrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
-               AND NOT a.attisdropped AND a.attgenerated = ''
-             ORDER BY a.attnum",
+            &format!(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
+                        a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
+                                                 WHERE {KEY_INDEX} LIMIT 1), '{{}}'))
+                 FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
+                   AND NOT a.attisdropped AND a.attgenerated = ''
+                 ORDER BY a.attnum"
+            ),
             &[&t.schema, &t.name],
         )
-        .await?;
+        .await
+        .map_err(|e| SourceError::catalog(format!("describing the columns of {t}"), e))?;
     Ok(rows
         .iter()
         .map(|r| TableColumn {
@@ -617,24 +648,4 @@ pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>
             is_key: r.get(4),
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publication_sql_quotes_names() {
-        let sql = create_publication_sql(
-            "p\"x",
-            &[
-                TableName::new("public", "orders"),
-                TableName::new("My S", "a.b"),
-            ],
-        );
-        assert_eq!(
-            sql,
-            "CREATE PUBLICATION \"p\"\"x\" FOR TABLE \"public\".\"orders\", \"My S\".\"a.b\""
-        );
-    }
 }

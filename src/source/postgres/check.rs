@@ -219,7 +219,7 @@ async fn check(cfg: &PostgresSourceConfig, report: &mut Report) {
                         ),
                     );
                 } else if info.replica_identity == ReplicaIdentity::Full {
-                    report.ok(subject, format!("table {t} exists, no primary key but REPLICA IDENTITY FULL (rows are keyed by all columns)"));
+                    report.ok(subject, format!("table {t} exists, no primary key but REPLICA IDENTITY FULL (replicated as a multiset, see tables_without_key)"));
                 } else if info.identifies_rows() {
                     report.ok(subject, format!("table {t} exists, replica identity index"));
                 } else {
@@ -236,6 +236,25 @@ async fn check(cfg: &PostgresSourceConfig, report: &mut Report) {
     match catalog::publication(&client, &cfg.publication).await {
         Ok(Some(p)) => {
             let missing: Vec<String> = cfg.tables.iter().filter(|t| !p.all_tables && !p.tables.contains(t)).map(|t| t.to_string()).collect();
+            let partitioned = if p.via_root {
+                Vec::new()
+            } else {
+                catalog::partitioned_tables(&client, &cfg.tables).await.unwrap_or_default()
+            };
+            if !partitioned.is_empty() {
+                let names: Vec<String> = partitioned.iter().map(|t| t.to_string()).collect();
+                let what = format!(
+                    "publication \"{}\" does not set publish_via_partition_root, but {} {} partitioned (its changes would arrive under the partitions' names)",
+                    cfg.publication,
+                    names.join(", "),
+                    if names.len() == 1 { "is" } else { "are" }
+                );
+                if cfg.create_publication && (role.superuser || all_owned) {
+                    report.ok(subject, format!("{what}; sluice run sets it"));
+                } else {
+                    report.fail(subject, format!("{what}: ALTER PUBLICATION {} SET (publish_via_partition_root = true)", crate::config::quote_ident(&cfg.publication)));
+                }
+            }
             if missing.is_empty() {
                 report.ok(subject, format!("publication \"{}\" covers the tables", cfg.publication));
             } else if cfg.create_publication && (role.superuser || all_owned) {

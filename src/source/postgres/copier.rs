@@ -21,7 +21,7 @@ use super::catalog;
 use super::lsn::Lsn;
 use super::setup::type_options;
 use super::snapshot::{BatchLimits, CtidRange, KeyRange, RowRange, SnapshotReader};
-use super::types::{TypeCache, TypeOptions};
+use super::types::TypeOptions;
 use crate::config::{quote_literal, PostgresSourceConfig, SplitMode, TableName};
 use crate::source::{Copier, SnapshotUnit, SourceError};
 
@@ -30,6 +30,7 @@ use crate::source::{Copier, SnapshotUnit, SourceError};
 pub const WHOLE_TABLE: &str = "all";
 const RANGE_PREFIX: &str = "blocks:";
 const KEY_PREFIX: &str = "key:";
+const PARTITION_PREFIX: &str = "partition:";
 /// Rows sampled to place primary-key range bounds.
 const KEY_SAMPLE_ROWS: f64 = 20_000.0;
 /// Below this many rows per range, fewer ranges (key split).
@@ -75,6 +76,7 @@ pub fn unit_id(range: Option<&RowRange>) -> String {
             "{KEY_PREFIX}{}",
             serde_json::to_string(k).unwrap_or_default()
         ),
+        Some(RowRange::Partition(p)) => format!("{PARTITION_PREFIX}{p}"),
     }
 }
 
@@ -84,6 +86,9 @@ pub fn parse_unit_id(id: &str) -> Result<Option<RowRange>, String> {
         return Ok(None);
     }
     let bad = || format!("unknown snapshot unit \"{id}\"");
+    if let Some(p) = id.strip_prefix(PARTITION_PREFIX) {
+        return Ok(Some(RowRange::Partition(p.to_owned())));
+    }
     if let Some(json) = id.strip_prefix(KEY_PREFIX) {
         let k: KeyRange = serde_json::from_str(json).map_err(|_| bad())?;
         return Ok(Some(RowRange::Key(k)));
@@ -130,6 +135,10 @@ pub(super) struct Inner {
     split: SplitMode,
     /// The snapshot every connection reads at (a new slot's export).
     snapshot: Option<String>,
+    /// A one-shot copy: no stream follows it.
+    copy_only: bool,
+    /// Where the partitions of copied partitioned tables are recorded.
+    partition_file: std::path::PathBuf,
     idle: Mutex<Vec<Client>>,
 }
 
@@ -165,6 +174,8 @@ impl PgCopier {
         readers: usize,
         split: SplitMode,
         snapshot: Option<String>,
+        copy_only: bool,
+        partition_file: std::path::PathBuf,
     ) -> Self {
         PgCopier {
             inner: Arc::new(Inner {
@@ -174,9 +185,18 @@ impl PgCopier {
                 readers,
                 split,
                 snapshot,
+                copy_only,
+                partition_file,
                 idle: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    async fn has_key(&self, c: &Client, table: &TableName) -> Result<bool, SourceError> {
+        Ok(match catalog::table_info(c, table).await? {
+            Some(info) => !catalog::key_columns(c, info.oid).await?.is_empty(),
+            None => true,
+        })
     }
 
     /// Whether every unit is read at the slot's exported snapshot.
@@ -303,9 +323,40 @@ impl Copier for PgCopier {
                 estimated_rows: (size.rows >= 0.0).then_some(size.rows as u64),
             }]
         };
+        // A table without a key is a multiset: units read at different
+        // moments would count a row moved between them twice (or never),
+        // so outside an exported snapshot it is one unit, one snapshot.
+        if let Some(info) = catalog::table_info(lease.client(), table).await? {
+            let generated = catalog::generated_columns(lease.client(), info.oid).await?;
+            catalog::warn_generated(table, &generated);
+        }
+        if !size.plain {
+            // What the copy reads: ATTACH/DETACH later are told apart from it.
+            if let Some(parts) = super::partitions::partitions(lease.client(), table).await? {
+                super::partitions::record(&self.inner.partition_file, table, &parts)?;
+            }
+        }
+        let keyless = !self.at_exported_snapshot() && !self.has_key(lease.client(), table).await?;
+        // A partitioned parent has no storage of its own: one unit per leaf
+        // partition, read in parallel.
+        if !size.plain && !keyless {
+            let leaves = catalog::leaf_partitions(lease.client(), table).await?;
+            lease.release();
+            let Some(leaves) = leaves.filter(|l| !l.is_empty()) else {
+                return Ok(whole());
+            };
+            return Ok(leaves
+                .into_iter()
+                .map(|(name, rows)| SnapshotUnit {
+                    table: table.clone(),
+                    id: unit_id(Some(&RowRange::Partition(name))),
+                    estimated_rows: (rows >= 0.0).then_some(rows as u64),
+                })
+                .collect());
+        }
         // Ranges need a table with storage of its own (TID range scans,
-        // samples); a partitioned parent is read whole.
-        if !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
+        // samples).
+        if keyless || !size.plain || size.blocks < MIN_BLOCKS_PER_UNIT * 2 {
             lease.release();
             return Ok(whole());
         }
@@ -331,23 +382,44 @@ impl Copier for PgCopier {
         })?;
         tracing::debug!(table = %unit.table, unit = %unit.id, "reading");
         let lease = self.lease().await?;
-        let mut types = TypeCache::new();
         let reader = SnapshotReader::start(
             lease.client(),
             &unit.table,
             range,
-            &mut types,
+            self.inner.cfg.publish.get(&unit.table),
             &self.inner.options,
             *at,
             self.inner.limits,
         )
-        .await?;
+        .await?
+        .with_seq_base(copy_seq_base(&unit.id));
+        if reader.keyless() && !self.at_exported_snapshot() && !self.inner.copy_only {
+            // The stream replays every change after `at`; a multiset read
+            // later than `at` would count those changes twice.
+            return Err(SourceError::TableData {
+                table: unit.table.clone(),
+                message: "the table has no key, so it is replicated as an exact multiset, which can only be copied at a new replication slot's snapshot; this copy is not (it was resumed after a restart, asked by a resync, or the table was added later). Give the table a primary key (or REPLICA IDENTITY USING INDEX) and resync, or start the pipeline anew (`sluice drop`, then `sluice run`)".into(),
+            });
+        }
         Ok(reader.with_lease(lease))
     }
 
     fn version(&self, at: &Lsn) -> u64 {
         at.0
     }
+}
+
+/// The first `_seq` of a unit's rows (tables without a key): the copy
+/// marker, then a hash of the unit's id (stable across runs), then room for
+/// 2^32 row ordinals.
+pub fn copy_seq_base(unit_id: &str) -> u64 {
+    // FNV-1a: stable, unlike the standard library's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in unit_id.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    crate::core::meta::SEQ_COPY | ((h & 0x7fff_ffff) << 32)
 }
 
 #[cfg(test)]
@@ -397,6 +469,7 @@ mod tests {
                 end: None,
             })),
             Some(key),
+            Some(RowRange::Partition("\"My S\".\"p:1\"".into())),
         ] {
             assert_eq!(parse_unit_id(&unit_id(r.as_ref())).unwrap(), r);
         }

@@ -25,7 +25,9 @@ pub mod copier;
 pub mod copy_binary;
 mod heartbeat;
 pub mod lsn;
+pub mod partitions;
 pub mod pgoutput;
+pub mod publication;
 pub mod replication;
 pub mod setup;
 pub mod snapshot;
@@ -69,6 +71,8 @@ pub struct PgSource {
     /// snapshot, kept idle (which keeps the snapshot valid) until the
     /// initial copies are done.
     exporter: Option<Exporter>,
+    /// A one-shot copy (`sluice snapshot`): no stream follows it.
+    copy_only: bool,
 }
 
 /// Holds a new slot's exported snapshot open: the connection that made it,
@@ -88,6 +92,7 @@ impl PgSource {
             copy_readers: DEFAULT_COPY_READERS,
             copy_split: SplitMode::Ctid,
             exporter: None,
+            copy_only: false,
         }
     }
 
@@ -183,6 +188,7 @@ impl Source for PgSource {
                     &client,
                     &self.cfg.publication,
                     &self.cfg.tables,
+                    &self.cfg.publish,
                     self.cfg.create_publication,
                 )
                 .await?;
@@ -231,6 +237,7 @@ impl Source for PgSource {
     async fn prepare_copy_only(&mut self) -> Result<Prepared<Lsn>, SourceError> {
         let client = catalog::connect(&self.cfg.conn).await?;
         let position = catalog::current_wal_lsn(&client).await?;
+        self.copy_only = true;
         Ok(Prepared {
             identity: [("mode".to_string(), "snapshot".to_string())].into(),
             start: position,
@@ -249,6 +256,8 @@ impl Source for PgSource {
             self.copy_readers,
             self.copy_split,
             snapshot,
+            self.copy_only,
+            partitions::file_for(&self.spill_dir),
         )
     }
 

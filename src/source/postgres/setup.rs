@@ -16,7 +16,7 @@ use super::types::TypeCache;
 use super::types::{arrow_type, oid, ArrowMapping, PgType, PgTypeKind, TypeOptions};
 use crate::config::{PostgresSourceConfig, TableName, UnconstrainedNumeric};
 use crate::core::meta::is_reserved_column;
-use crate::core::{ColumnInfo, LogicalType, TableShape};
+use crate::core::{AddedDefault, ColumnInfo, LogicalType, TableShape};
 use crate::source::SourceError;
 
 pub fn type_options(cfg: &PostgresSourceConfig) -> TypeOptions {
@@ -37,6 +37,7 @@ pub struct ColumnSpec<'a> {
     pub typmod: i32,
     pub is_key: bool,
     pub not_null: bool,
+    pub added_default: AddedDefault,
 }
 
 /// A table's shape and Arrow mappings from its columns. `before_images`:
@@ -84,6 +85,7 @@ pub fn describe_table<'a>(
             data_type: mapping.data_type.clone(),
             is_key: col.is_key,
             nullable: !col.not_null,
+            added_default: col.added_default,
         });
         mappings.push(mapping);
     }
@@ -122,14 +124,19 @@ pub struct TableDescription {
     pub mappings: Vec<ArrowMapping>,
 }
 
-/// Looks a table up in the catalog and describes it.
+/// Looks a table up in the catalog and describes it; `columns` keeps only
+/// those (a publication's column list: what the stream sends).
 pub async fn describe(
     client: &Client,
     table: &TableName,
     types: &mut TypeCache,
     options: &TypeOptions,
+    columns: Option<&[String]>,
 ) -> Result<TableDescription, SourceError> {
-    let cols = catalog::table_columns(client, table).await?;
+    let mut cols = catalog::table_columns(client, table).await?;
+    if let Some(keep) = columns {
+        cols.retain(|c| keep.contains(&c.name));
+    }
     if cols.is_empty() {
         return Err(SourceError::NotReady(format!(
             "table {table} does not exist"
@@ -146,6 +153,8 @@ pub async fn describe(
         typmod: c.typmod,
         not_null: c.not_null,
         is_key: c.is_key,
+        // A copy writes every row: nothing is left to a default.
+        added_default: AddedDefault::Null,
     });
     let (shape, mappings) =
         describe_table(table, full, specs, types, options, &mut HashSet::new())?;
@@ -167,7 +176,7 @@ pub async fn all_binary(
     let mut types = TypeCache::new();
     let mut binary = true;
     for table in tables {
-        let Ok(d) = describe(client, table, &mut types, options).await else {
+        let Ok(d) = describe(client, table, &mut types, options, None).await else {
             // A missing table is reported where it matters (publication).
             continue;
         };
@@ -206,6 +215,7 @@ pub async fn ensure_publication_and_slot(
         catalog_client,
         &cfg.publication,
         &cfg.tables,
+        &cfg.publish,
         cfg.create_publication,
     )
     .await?;

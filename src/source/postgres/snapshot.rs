@@ -14,7 +14,7 @@ use super::lsn::Lsn;
 use super::setup::{describe, TableDescription};
 use super::types::TypeCache;
 use super::types::{DecoderKind, TypeOptions};
-use crate::config::{quote_ident, quote_literal, TableName};
+use crate::config::{quote_ident, quote_literal, TableName, TablePublish};
 use crate::core::meta::{RowMeta, OP_READ};
 use crate::core::TableBatch;
 use crate::source::{SourceError, UnitReader};
@@ -43,11 +43,24 @@ pub struct KeyRange {
 pub enum RowRange {
     Blocks(CtidRange),
     Key(KeyRange),
+    /// One leaf partition of a partitioned table, as PostgreSQL prints its
+    /// name (`regclass`: quoted, schema-qualified where needed); read
+    /// directly, so each partition is a unit of its own.
+    Partition(String),
 }
 
 impl RowRange {
+    /// The relation the unit reads: the partition, or the table itself.
+    fn relation(&self, table: &TableName) -> String {
+        match self {
+            RowRange::Partition(p) => format!("ONLY {p}"),
+            _ => table.quoted(),
+        }
+    }
+
     fn predicate(&self) -> String {
         match self {
+            RowRange::Partition(_) => "true".into(),
             RowRange::Blocks(r) => {
                 let mut p = format!("ctid >= '({},0)'::tid", r.start);
                 if let Some(end) = r.end {
@@ -102,7 +115,7 @@ impl SnapshotReader {
         client: &Client,
         table: &TableName,
         range: Option<RowRange>,
-        types: &mut TypeCache,
+        publish: Option<&TablePublish>,
         options: &TypeOptions,
         version: Lsn,
         limits: BatchLimits,
@@ -111,7 +124,14 @@ impl SnapshotReader {
             names,
             shape,
             mut mappings,
-        } = describe(client, table, types, options).await?;
+        } = describe(
+            client,
+            table,
+            &mut TypeCache::new(),
+            options,
+            publish.and_then(|p| p.columns.as_deref()),
+        )
+        .await?;
         // Types without a binary form are copied as their text (the same
         // form the stream sends for them), so the Arrow column is the same.
         let mut select = Vec::with_capacity(names.len());
@@ -134,24 +154,38 @@ impl SnapshotReader {
                 }
             }
         }
-        let filter = range
-            .map(|r| format!(" WHERE {}", r.predicate()))
-            .unwrap_or_default();
+        // The publication's row filter, so the copy holds the rows the
+        // stream is about.
+        let mut conds: Vec<String> = Vec::new();
+        if let Some(w) = publish.and_then(|p| p.row_filter.as_deref()) {
+            conds.push(format!("({w})"));
+        }
+        let relation = range
+            .as_ref()
+            .map_or_else(|| table.quoted(), |r| r.relation(table));
+        if let Some(r) = range {
+            conds.push(r.predicate());
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
         let sql = format!(
-            "COPY (SELECT {} FROM {}{filter}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {} FROM {relation}{filter}) TO STDOUT (FORMAT binary)",
             select.join(", "),
-            table.quoted()
         );
         let stream = client.copy_out(&sql).await?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
+        let builder = TableBuilder::new(shape, &mappings);
         Ok(SnapshotReader {
             table: table.clone(),
             stream: Box::pin(stream),
             decoder: CopyBinaryDecoder::new(names.len()),
-            builder: TableBuilder::new(shape, &mappings),
+            builder,
             meta: RowMeta {
                 op: OP_READ,
                 lsn: version.0,
@@ -165,6 +199,12 @@ impl SnapshotReader {
             done: false,
             lease: None,
         })
+    }
+
+    /// Rows of a table without a key are numbered (`_seq`) from `base`.
+    pub fn with_seq_base(mut self, base: u64) -> Self {
+        self.builder.set_next_seq(base);
+        self
     }
 
     /// The connection goes back to `lease`'s pool when the COPY ends cleanly.
@@ -209,6 +249,11 @@ impl SnapshotReader {
 
     pub fn rows(&self) -> u64 {
         self.decoder.rows()
+    }
+
+    /// The table has no key (a multiset).
+    pub fn keyless(&self) -> bool {
+        self.builder.shape().keyless()
     }
 }
 

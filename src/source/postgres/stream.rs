@@ -127,6 +127,11 @@ impl Session {
             let slot = existing_slot(cfg, &catalog_client).await?;
             check_resumable(&cfg.slot, slot.as_ref(), opts.resume.unwrap_or(Lsn::ZERO))?;
         }
+        if opts.confirm {
+            // (Not for `tail`, which confirms nothing and keeps no state.)
+            let partitions = super::partitions::file_for(&opts.spill_dir);
+            super::partitions::check(&catalog_client, &partitions, &opts.tables).await?;
+        }
         let proto_version = max_proto_version(settings.version_num).min(4);
         let type_opts = type_options(cfg);
         let binary = cfg.binary && all_binary(&catalog_client, &opts.tables, &type_opts).await?;
@@ -233,7 +238,11 @@ impl Session {
                 _ = tick.tick() => {
                     let idle = self.assembler.is_idle() && self.spill.is_empty();
                     let quiet = self.repl.wire.quiet_for() >= self.cfg.status_interval;
-                    self.send_status(idle || quiet).await?
+                    self.send_status(idle || quiet).await?;
+                    if self.opts.confirm {
+                        let file = super::partitions::file_for(&self.opts.spill_dir);
+                        super::partitions::check(&self.catalog, &file, &self.opts.tables).await?;
+                    }
                 }
                 _ = sleep_until_opt(deadline) => self.flush(&out, &mut acks, FlushReason::MaxDelay).await?,
                 data = self.repl.wire.next_copy_data() => {
@@ -345,6 +354,18 @@ impl Session {
             }
             let not_null = catalog::not_null_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.not_null.insert(body.rel_id, not_null);
+            let keys = catalog::key_columns(&self.catalog, body.rel_id).await?;
+            self.catalog_cache.keys.insert(body.rel_id, keys);
+            if !self.catalog_cache.defaults.contains_key(&body.rel_id) {
+                let generated = catalog::generated_columns(&self.catalog, body.rel_id).await?;
+                let table =
+                    crate::config::TableName::new(body.namespace.clone(), body.name.clone());
+                if self.opts.tables.contains(&table) {
+                    catalog::warn_generated(&table, &generated);
+                }
+            }
+            let defaults = catalog::added_defaults(&self.catalog, body.rel_id).await?;
+            self.catalog_cache.defaults.insert(body.rel_id, defaults);
         }
         if let Step::Committed { .. } =
             self.assembler.handle(msg, wal_start, &self.catalog_cache)?

@@ -34,6 +34,7 @@ pub fn source_config(url: &str, tables: &[&str]) -> PostgresSourceConfig {
         heartbeat_interval: None,
         max_retained_wal: None,
         on_slot_lost: sluice::config::OnSlotLost::Stop,
+        publish: Default::default(),
     }
 }
 

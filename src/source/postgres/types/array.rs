@@ -4,13 +4,18 @@
 
 pub(crate) type Res<T> = Result<T, &'static str>;
 
+/// Why a multi-dimensional array is refused: one list cannot hold its
+/// shape, and flattening it would change the value.
+pub(crate) const MULTI_DIMENSIONAL: &str = "a multi-dimensional array: sluice keeps one-dimensional arrays only (flattening would lose the shape); store such values as text or jsonb, then resync the table";
+
 fn be_i32(v: &[u8], at: usize) -> Res<i32> {
     v.get(at..at + 4)
         .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
         .ok_or("array truncated")
 }
 
-/// Calls `f` for every element (flattened row-major); `None` for NULL elements.
+/// Calls `f` for every element; `None` for NULL elements. Refuses more than
+/// one dimension ([`MULTI_DIMENSIONAL`]).
 pub(crate) fn parse_array<E>(
     v: &[u8],
     mut f: impl FnMut(Option<&[u8]>) -> Result<(), E>,
@@ -21,6 +26,9 @@ pub(crate) fn parse_array<E>(
     be_i32(v, 8).map_err(&err)?; // element oid: a domain's oid for arrays of domains
     if !(0..=6).contains(&ndim) {
         return Err(err("bad number of array dimensions"));
+    }
+    if ndim > 1 {
+        return Err(err(MULTI_DIMENSIONAL));
     }
     let mut pos = 12;
     let mut count: usize = if ndim == 0 { 0 } else { 1 };

@@ -42,8 +42,10 @@
 //!   PostgreSQL value maps onto these (PG's finite ranges are far inside them).
 //! * **Arrays.** PostgreSQL does not declare array dimensions. A one-dimensional array
 //!   becomes one list; an empty array (`{}`, ndim 0) an empty list, distinct from NULL.
-//!   A multi-dimensional array is **flattened** in row-major order into one list
-//!   (`{{1,2},{3,4}}` -> `[1,2,3,4]`); its shape and lower bounds are not kept.
+//!   A multi-dimensional array is **refused** (a value error, which stops the
+//!   table with the reason): one list cannot hold its shape, and flattening
+//!   (`{{1,2},{3,4}}` -> `[1,2,3,4]`) would change the value. Lower bounds
+//!   are not kept.
 //! * **money** is the raw i64 amount in minor units (the binary form, independent of
 //!   `lc_monetary`) as `Decimal128(19, s)`, `s` = [`TypeOptions::money_scale`] (default 2,
 //!   right for most locales). 19 digits, so every i64 fits. Text-format money is parsed
@@ -250,7 +252,7 @@ pub enum DecoderKind {
     PgLsn,
     /// No binary decoder: the text form is kept as Utf8.
     TextOnly,
-    /// One list per array value; multi-dimensional arrays are flattened.
+    /// One list per array value; multi-dimensional arrays are refused.
     Array(Box<ArrowMapping>),
 }
 

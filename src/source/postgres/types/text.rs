@@ -151,6 +151,9 @@ pub(crate) fn parse_array<E>(
         match v[i] {
             b'{' => {
                 depth += 1;
+                if depth > 1 {
+                    return Err(err(super::array::MULTI_DIMENSIONAL));
+                }
                 i += 1;
             }
             b'}' => {
@@ -267,7 +270,7 @@ mod tests {
         );
         assert_eq!(
             elems("{{1,2},{3,4}}"),
-            Ok(vec![s("1"), s("2"), s("3"), s("4")])
+            Err(super::super::array::MULTI_DIMENSIONAL)
         );
         assert_eq!(elems("[0:1]={ a , b }"), Ok(vec![s("a"), s("b")]));
         assert_eq!(elems(r#"{"",""}"#), Ok(vec![s(""), s("")]));
