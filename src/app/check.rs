@@ -5,6 +5,7 @@ use crate::config::{Config, SinkConfig, SourceConfig};
 use crate::core::health::Report;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::{kafka, Sink};
+use crate::source::poll::PollSource;
 use crate::source::postgres::PgSource;
 use crate::source::Source;
 
@@ -14,6 +15,9 @@ pub async fn run(config: &Config) -> Report {
         SourceConfig::Postgres(pg) => {
             let source = PgSource::new(pg.clone(), config.batch, std::env::temp_dir());
             report.extend(source.healthcheck().await);
+        }
+        SourceConfig::Poll(p) => {
+            report.extend(PollSource::new(p.clone(), config.batch).healthcheck().await);
         }
     }
     match &config.sink {

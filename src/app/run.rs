@@ -8,14 +8,15 @@ use super::{progress, requests};
 use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
+use crate::source::poll::PollSource;
 use crate::source::postgres::PgSource;
+use crate::source::Source;
 use crate::state::{sidecar, SledStore};
 
 /// Runs the configured pipeline until `shutdown` is cancelled or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
-    let SourceConfig::Postgres(pg) = &config.source;
     let state_path = config.pipeline.checkpoint_path();
-    let opts = options(&config, pg.tables.clone(), false);
+    let opts = options(&config, config.source.tables(), false);
     let (tx, rx) = mpsc::channel(16);
     let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
     let store = SledStore::open(&state_path)?;
@@ -32,7 +33,11 @@ pub async fn snapshot(
     tables: Vec<TableName>,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let Some(pg) = config.source.postgres() else {
+        return Err(PipelineError::Unsupported(
+            "`sluice snapshot` is for [source.postgres]; `sluice run` with [source.poll] copies every table on its first poll".into(),
+        ));
+    };
     let tables = if tables.is_empty() {
         pg.tables.clone()
     } else {
@@ -58,11 +63,15 @@ pub fn snapshot_state_path(config: &Config) -> std::path::PathBuf {
 }
 
 fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> PipelineOptions {
-    let SourceConfig::Postgres(pg) = &config.source;
     PipelineOptions {
         name: config.pipeline.name.clone(),
         tables,
-        initial_snapshot: pg.initial_snapshot || copy_only,
+        // A polled table's first poll is its copy.
+        initial_snapshot: config
+            .source
+            .postgres()
+            .is_some_and(|pg| pg.initial_snapshot)
+            || copy_only,
         status_file: Some(sidecar::path(&config.pipeline.checkpoint_path())),
         crash_after_sink_write: std::env::var(CRASH_AFTER_SINK_WRITE_ENV)
             .ok()
@@ -80,13 +89,31 @@ async fn run_with(
     control: mpsc::Receiver<crate::pipeline::Control>,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let SourceConfig::Postgres(pg) = &config.source;
-    let source = PgSource::new(
-        pg.clone(),
-        config.batch,
-        config.pipeline.checkpoint_path().with_extension("spill"),
-    )
-    .with_copy(config.snapshot.parallelism, config.snapshot.split);
+    match &config.source {
+        SourceConfig::Postgres(pg) => {
+            let source = PgSource::new(
+                pg.clone(),
+                config.batch,
+                config.pipeline.checkpoint_path().with_extension("spill"),
+            )
+            .with_copy(config.snapshot.parallelism, config.snapshot.split);
+            with_sink(config, source, store, opts, control, shutdown).await
+        }
+        SourceConfig::Poll(p) => {
+            let source = PollSource::new(p.clone(), config.batch);
+            with_sink(config, source, store, opts, control, shutdown).await
+        }
+    }
+}
+
+async fn with_sink<S: Source>(
+    config: &Config,
+    source: S,
+    store: SledStore,
+    opts: PipelineOptions,
+    control: mpsc::Receiver<crate::pipeline::Control>,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
     match &config.sink {
         SinkConfig::ClickHouse(ch) => {
             run_pipeline(source, ClickHouseSink::new(ch), store, opts, control, shutdown).await

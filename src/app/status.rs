@@ -3,12 +3,15 @@
 //! beside the locked state database).
 
 use crate::config::{Config, SourceConfig};
+use crate::source::poll::PollPosition;
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::{catalog, SourceError};
 use crate::state::{sidecar, Lifecycle, PipelineState, SledStore, StateStore};
 
 pub async fn status(config: &Config) -> Result<Vec<String>, SourceError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let SourceConfig::Postgres(pg) = &config.source else {
+        return Ok(poll_status(config));
+    };
     let path = config.pipeline.checkpoint_path();
     let mut lines = vec![format!("pipeline: {}", config.pipeline.name)];
     // While `run` holds the database lock, read the copy it keeps beside it.
@@ -62,4 +65,35 @@ pub async fn status(config: &Config) -> Result<Vec<String>, SourceError> {
         lines.push(format!("table {t}: {line}"));
     }
     Ok(lines)
+}
+
+/// A polled source: its saved cursors and every table's lifecycle.
+fn poll_status(config: &Config) -> Vec<String> {
+    let path = config.pipeline.checkpoint_path();
+    let mut lines = vec![format!("pipeline: {}", config.pipeline.name)];
+    let (state, running): (Option<PipelineState<PollPosition>>, bool) = match SledStore::open(&path)
+    {
+        Ok(store) => (store.load().ok().flatten(), false),
+        Err(_) => (sidecar::read(&sidecar::path(&path)), true),
+    };
+    if running {
+        lines.push("state: running (checkpoint database locked by `sluice run`)".into());
+    }
+    for t in config.source.tables() {
+        let cursor = state
+            .as_ref()
+            .and_then(|s| s.position.as_ref())
+            .and_then(|p| p.get(&t.to_string()))
+            .map_or("none yet (reads from the beginning)".to_string(), |c| {
+                c.to_string()
+            });
+        let lifecycle = state
+            .as_ref()
+            .and_then(|s| s.table(&t))
+            .map_or(Lifecycle::Pending.to_string(), |ts| {
+                ts.lifecycle.to_string()
+            });
+        lines.push(format!("table {t}: {lifecycle}, cursor {cursor}"));
+    }
+    lines
 }

@@ -60,7 +60,7 @@ fn good_config_resolves_defaults_and_secrets() {
         cfg.pipeline.checkpoint_path(),
         Path::new("/var/lib/sluice/demo")
     );
-    let SourceConfig::Postgres(pg) = &cfg.source;
+    let pg = cfg.source.postgres().expect("a logical source");
     assert_eq!(pg.conn.host, "127.0.0.1");
     assert_eq!(pg.conn.port, 5432);
     assert_eq!(pg.conn.user, "sluice");

@@ -11,6 +11,7 @@ mod e2e_copy;
 mod e2e_crash;
 mod e2e_latency;
 mod e2e_lifecycle;
+mod e2e_poll;
 mod e2e_restart;
 mod e2e_snapshot;
 mod pg_auth;

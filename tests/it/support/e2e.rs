@@ -51,22 +51,41 @@ impl TestPipeline {
         sink_extra: &str,
         ch_url: &str,
     ) -> TestPipeline {
+        let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+        Self::with_source(
+            |name| {
+                format!(
+                    r#"[source.postgres]
+url = "{pg_url}"
+slot = "{name}"
+publication = "{name}"
+tables = [{tables}]
+status_interval = "1s"
+"#,
+                    tables = tables.join(", "),
+                )
+            },
+            sink_extra,
+            ch_url,
+        )
+    }
+
+    /// A pipeline whose `[source...]` section `source(name)` writes (e.g. a
+    /// polled source); the rest as [`TestPipeline::with_clickhouse`].
+    pub fn with_source(
+        source: impl FnOnce(&str) -> String,
+        sink_extra: &str,
+        ch_url: &str,
+    ) -> TestPipeline {
         let name = unique_name("e2e");
         let dir = std::env::temp_dir().join(&name);
-        let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
         let body = format!(
             r#"
 [pipeline]
 name = "{name}"
 checkpoint_dir = "{dir}"
 
-[source.postgres]
-url = "{pg_url}"
-slot = "{name}"
-publication = "{name}"
-tables = [{tables}]
-status_interval = "1s"
-
+{source}
 [batch]
 max_rows = 2000
 max_bytes = "8MiB"
@@ -78,7 +97,7 @@ database = "{name}"
 {sink_extra}
 "#,
             dir = dir.display(),
-            tables = tables.join(", "),
+            source = source(&name),
         );
         let config = write_config(&dir, &name, &body);
         TestPipeline {
