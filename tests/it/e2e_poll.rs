@@ -244,3 +244,159 @@ async fn check_reports_cursor_index_and_bad_columns() {
         "{text}"
     );
 }
+
+/// Rows of a ClickHouse query as sorted TSV lines.
+async fn ch_sorted(sql: &str) -> Vec<String> {
+    let mut lines = tsv_lines(&ch_query(sql).await);
+    lines.sort();
+    lines
+}
+
+/// A ClickHouse table polled into another ClickHouse database: a
+/// timestamp-cursor table with updates and soft deletes and an append-only
+/// integer-cursor table, inserts during polling, SIGKILLs; equal at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_tables_polled_into_clickhouse_survive_kills() {
+    let src = unique_name("pollsrc");
+    ch_exec(&format!("CREATE DATABASE `{src}`")).await;
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.events (id UInt64, v Int32, note String, deleted UInt8,
+             updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY id"
+    ))
+    .await;
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.log (seq UInt64, v Int32, at DateTime) ENGINE = MergeTree ORDER BY seq"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.events SELECT number, toInt32(number), 'start', 0, now64(6) FROM numbers(1, 500)"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.log SELECT number, toInt32(number), now() FROM numbers(1, 300)"
+    ))
+    .await;
+    let ch_url = servers().clickhouse_url.clone();
+    let source = format!(
+        r#"[source.poll]
+kind = "clickhouse"
+url = "{ch_url}"
+interval = "200ms"
+settle_delay = "1s"
+
+[[source.poll.tables]]
+table = "{src}.events"
+cursor = "updated_at"
+deleted = "deleted"
+
+[[source.poll.tables]]
+table = "{src}.log"
+cursor = "seq"
+"#
+    );
+    let mut p = TestPipeline::with_source(|_| source, "", &ch_url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserts = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (src, stop, inserts) = (src.clone(), stop.clone(), inserts.clone());
+        tokio::spawn(async move {
+            let mut seq = 1000u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (a, kind, n) = {
+                    let mut r = rand::thread_rng();
+                    (
+                        r.gen_range(1..700u64),
+                        r.gen_range(0..4),
+                        r.gen_range(1..20u64),
+                    )
+                };
+                let sql = match kind {
+                    0 => format!(
+                        "INSERT INTO `{src}`.events SELECT {a} * 1000 + number, 1, 'new', 0, now64(6) FROM numbers({n})"
+                    ),
+                    1 => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v + 1, 'upd', deleted, now64(6) FROM `{src}`.events FINAL WHERE id IN ({a}, {a} + 1)"
+                    ),
+                    2 => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v, 'del', 1 - deleted, now64(6) FROM `{src}`.events FINAL WHERE id = {a}"
+                    ),
+                    _ => {
+                        seq += n;
+                        format!(
+                            "INSERT INTO `{src}`.log SELECT {seq} - number, toInt32(number), now() FROM numbers({n})"
+                        )
+                    }
+                };
+                ch_exec(&sql).await;
+                inserts.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut kills = 0;
+    while kills < 8 {
+        let wait_ms = rand::thread_rng().gen_range(400..2000);
+        let mut child = p.spawn(&[]);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "sluice exited on its own: {status}\n{}",
+                tail(&p.last_log(), 40)
+            );
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+    }
+    let mut last = p.spawn(&[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+
+    let db = &p.ch_db;
+    let checks = [
+        (
+            format!("SELECT id, v, note, toString(updated_at) FROM `{src}`.events FINAL WHERE deleted = 0"),
+            format!("SELECT id, v, note, toString(updated_at) FROM `{db}`.`{src}_events` FINAL WHERE _is_deleted = 0"),
+        ),
+        (
+            format!("SELECT seq, v, toUnixTimestamp(at) FROM `{src}`.log"),
+            format!("SELECT seq, v, toUnixTimestamp(at) FROM `{db}`.`{src}_log` FINAL"),
+        ),
+    ];
+    let start = std::time::Instant::now();
+    for (source_sql, target_sql) in &checks {
+        loop {
+            let expected = ch_sorted(source_sql).await;
+            let actual = p.ch(target_sql).await.map(|t| {
+                let mut l = tsv_lines(&t);
+                l.sort();
+                l
+            });
+            match actual {
+                Ok(a) if a == expected => {
+                    println!("clickhouse poll: {} rows equal ({target_sql})", a.len());
+                    break;
+                }
+                other => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "not equal after 120 s: source {} rows, target {:?} rows\n{}",
+                        expected.len(),
+                        other.map(|a| a.len()),
+                        tail(&p.last_log(), 30)
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    println!(
+        "clickhouse poll test: {kills} kills, {} source inserts",
+        inserts.load(Ordering::Relaxed)
+    );
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    ch_exec(&format!("DROP DATABASE `{src}`")).await;
+}

@@ -17,6 +17,7 @@
 //! no-missed-rows argument is in docs/polling.md.
 
 pub mod batch;
+pub mod clickhouse;
 pub mod postgres;
 pub mod watermark;
 
@@ -199,9 +200,27 @@ impl Source for PollSource {
             (PollKind::Postgres, PollConn::Postgres(conn)) => {
                 Poller::Postgres(postgres::PgPoller::start(conn, &tables, self.batch).await?)
             }
+            (
+                PollKind::ClickHouse,
+                PollConn::ClickHouse {
+                    url,
+                    user,
+                    password,
+                },
+            ) => {
+                let conn = clickhouse::ChConn {
+                    url: url.clone(),
+                    user: user.clone(),
+                    password: password.clone(),
+                };
+                Poller::ClickHouse(
+                    clickhouse::ChPoller::start(conn, &tables, self.batch, self.cfg.settle_delay)
+                        .await?,
+                )
+            }
             _ => {
                 return Err(SourceError::Unsupported(
-                    "this polled source kind is not implemented yet".into(),
+                    "source.poll.kind does not match its url".into(),
                 ))
             }
         };
@@ -216,13 +235,17 @@ impl Source for PollSource {
     async fn healthcheck(&self) -> Report {
         match &self.cfg.conn {
             PollConn::Postgres(conn) => postgres::healthcheck(conn, &self.cfg.tables).await,
-            PollConn::ClickHouse { .. } => {
-                let mut r = Report::default();
-                r.fail(
-                    "source",
-                    "the ClickHouse polled source is not implemented yet",
-                );
-                r
+            PollConn::ClickHouse {
+                url,
+                user,
+                password,
+            } => {
+                let conn = clickhouse::ChConn {
+                    url: url.clone(),
+                    user: user.clone(),
+                    password: password.clone(),
+                };
+                clickhouse::healthcheck(&conn, &self.cfg.tables, self.cfg.settle_delay).await
             }
         }
     }
@@ -230,6 +253,7 @@ impl Source for PollSource {
 
 enum Poller {
     Postgres(postgres::PgPoller),
+    ClickHouse(clickhouse::ChPoller),
 }
 
 impl Poller {
@@ -241,6 +265,7 @@ impl Poller {
     ) -> Result<bool, SourceError> {
         match self {
             Poller::Postgres(p) => p.poll(i, position, emit).await,
+            Poller::ClickHouse(p) => p.poll(i, position, emit).await,
         }
     }
 }
