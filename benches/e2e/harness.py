@@ -9,6 +9,9 @@ Measures (see docs/benchmarks.md for the method):
              and by `sluice run` into Kafka (tansu; every message acknowledged)
   latency    commit -> visible in ClickHouse at a fixed rate, sluice and
              MaterializedPostgreSQL
+  poll       the cursor-polled source ([source.poll]) copying the same
+             tables, beside postgresql() and ClickHouse's INSERT ... SELECT
+             (benches/e2e/poll_phase.py)
   pgbench    pgbench's TPC-B-like load at 500 tx/s, then at full speed,
              replicated by sluice (default config) and MaterializedPostgreSQL
              side by side: commit -> visible per transaction, parts created,
@@ -54,7 +57,7 @@ SIZES = {
     "large": dict(accounts=100_000_000, mixed=20_000_000, changes=10_000_000, rate=1000, seconds=60,
                   pgbench_scale=100, pgbench_seconds=120),
 }
-PHASES = ("snapshot", "streaming", "latency", "pgbench")
+PHASES = ("snapshot", "streaming", "latency", "pgbench", "poll")
 
 CATCH_UP_TIMEOUT = 900  # s, per drain
 
@@ -736,7 +739,7 @@ class Harness:
             END $$;
             ALTER ROLE bench_mpg LOGIN;
         """, db="postgres")
-        if not set(self.args.phases.split(",")) & {"snapshot", "streaming", "latency"}:
+        if not set(self.args.phases.split(",")) & {"snapshot", "streaming", "latency", "poll"}:
             return
         log(f"creating data: {s['accounts']} accounts rows, {s['mixed']} mixed rows")
         t0 = time.monotonic()
@@ -867,7 +870,7 @@ class Harness:
         return self.record(phase="snapshot", system="copy_binary_devnull", table=table, rows=rows,
                            seconds=round(dt, 3), bytes=nbytes)
 
-    def snap_pgfn(self, table, rows):
+    def snap_pgfn(self, table, rows, phase="snapshot"):
         self.ch.q("CREATE DATABASE IF NOT EXISTS bench_pgfn")
         self.ch.q(f"DROP TABLE IF EXISTS bench_pgfn.{table}")
         key = "aid" if table == "accounts" else "id"
@@ -882,8 +885,15 @@ class Harness:
         if got != rows:
             raise RuntimeError(f"postgresql(): {got} rows landed, expected {rows}")
         self.ch.q(f"DROP TABLE bench_pgfn.{table}")
-        return self.record(phase="snapshot", system="clickhouse_postgresql_fn", table=table, rows=rows,
+        return self.record(phase=phase, system="clickhouse_postgresql_fn", table=table, rows=rows,
                            seconds=round(dt, 3), bytes=self.copy_bytes.get(table))
+
+    # ----------------------------------------------------------------- poll
+    def poll(self):
+        """The cursor-polled source beside ClickHouse's own copies (poll_phase.py)."""
+        import poll_phase  # noqa: PLC0415
+        self.rss_peak_kib = rss_peak_kib
+        poll_phase.run(self, CATCH_UP_TIMEOUT)
 
     # ------------------------------------------------------------ streaming
     def write_changes(self, n):

@@ -6,6 +6,7 @@ use crate::core::health::Report;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::Sink;
+use crate::source::poll::PollSource;
 use crate::source::postgres::PgSource;
 use crate::source::Source;
 
@@ -16,6 +17,9 @@ pub async fn run(config: &Config) -> Report {
             let source = PgSource::new(pg.clone(), config.batch, std::env::temp_dir());
             report.extend(source.healthcheck().await);
         }
+        SourceConfig::Poll(p) => {
+            report.extend(PollSource::new(p.clone(), config.batch).healthcheck().await);
+        }
     }
     match &config.sink {
         SinkConfig::ClickHouse(ch) => match ClickHouseSink::new(ch) {
@@ -23,8 +27,8 @@ pub async fn run(config: &Config) -> Report {
             Err(e) => report.fail("clickhouse", e.to_string()),
         },
         SinkConfig::Kafka(k) => {
-            let SourceConfig::Postgres(pg) = &config.source;
-            report.extend(KafkaSink::new(k, &pg.conn.dbname).healthcheck().await)
+            let db = super::run::source_database(config);
+            report.extend(KafkaSink::new(k, &db).healthcheck().await)
         }
     }
     report

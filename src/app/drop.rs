@@ -1,6 +1,6 @@
 //! `sluice drop`: removes a pipeline's server-side objects and its state.
 
-use crate::config::{Config, SourceConfig};
+use crate::config::Config;
 use crate::source::postgres::{catalog, SourceError};
 use crate::state::sidecar;
 
@@ -10,7 +10,11 @@ pub async fn drop_pipeline(
     config: &Config,
     keep_publication: bool,
 ) -> Result<Vec<String>, SourceError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let Some(pg) = config.source.postgres() else {
+        return Err(SourceError::Unsupported(
+            "a polled source has no slot or publication to drop".into(),
+        ));
+    };
     let client = catalog::connect(&pg.conn).await?;
     let mut lines = Vec::new();
     if catalog::drop_slot(&client, &pg.slot).await? {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::requests;
-use crate::config::{Config, SourceConfig, TableName};
+use crate::config::{Config, TableName};
 use crate::source::postgres::lsn::Lsn;
 use crate::state::{Lifecycle, PipelineState, SledStore, SnapshotProgress, StateError, StateStore};
 
@@ -27,7 +27,11 @@ pub enum ResyncError {
 }
 
 pub async fn resync(config: &Config, names: &[String]) -> Result<Vec<String>, ResyncError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let Some(pg) = config.source.postgres() else {
+        return Err(ResyncError::Usage(
+            "resync is for [source.postgres]; a polled table is read again by clearing its pipeline's checkpoint".into(),
+        ));
+    };
     if names.is_empty() {
         return Err(ResyncError::Usage(
             "name the tables to resync, e.g. `sluice resync -c FILE public.orders`".into(),

@@ -9,28 +9,34 @@ use crate::config::{Config, SinkConfig, SourceConfig, TableName};
 use crate::pipeline::{run_pipeline, PipelineError, PipelineOptions, CRASH_AFTER_SINK_WRITE_ENV};
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::sink::kafka::KafkaSink;
+use crate::source::poll::PollSource;
 use crate::source::postgres::PgSource;
+use crate::source::Source;
 use crate::state::{sidecar, SledStore};
 
 /// Runs the configured pipeline until `shutdown` is cancelled or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
-    let SourceConfig::Postgres(pg) = &config.source;
     let state_path = config.pipeline.checkpoint_path();
-    let opts = options(&config, pg.tables.clone(), false);
+    let opts = options(&config, config.source.tables(), false);
     let (tx, rx) = mpsc::channel(16);
     let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
     let store = SledStore::open(&state_path)?;
     let monitor_stop = shutdown.child_token();
-    let monitor = tokio::spawn(monitor::run(
-        pg.clone(),
-        // The probe only feeds /readyz.
-        config.metrics.listen.map(|_| sink_probe(&config.sink)),
-        state_path.with_extension("spill"),
-        monitor_stop.clone(),
-    ));
+    // The slot and WAL monitor; a polled source has no slot.
+    let monitor = config.source.postgres().map(|pg| {
+        tokio::spawn(monitor::run(
+            pg.clone(),
+            // The probe only feeds /readyz.
+            config.metrics.listen.map(|_| sink_probe(&config.sink)),
+            state_path.with_extension("spill"),
+            monitor_stop.clone(),
+        ))
+    });
     let result = run_with(&config, store, opts, rx, shutdown).await;
     monitor_stop.cancel();
-    let _ = monitor.await;
+    if let Some(monitor) = monitor {
+        let _ = monitor.await;
+    }
     watcher.abort();
     if let Err(e) = &result {
         crate::live::live().set_fatal(e.to_string());
@@ -67,7 +73,11 @@ pub async fn snapshot(
     tables: Vec<TableName>,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let Some(pg) = config.source.postgres() else {
+        return Err(PipelineError::Unsupported(
+            "`sluice snapshot` is for [source.postgres]; `sluice run` with [source.poll] copies every table on its first poll".into(),
+        ));
+    };
     let tables = if tables.is_empty() {
         pg.tables.clone()
     } else {
@@ -93,11 +103,15 @@ pub fn snapshot_state_path(config: &Config) -> std::path::PathBuf {
 }
 
 fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> PipelineOptions {
-    let SourceConfig::Postgres(pg) = &config.source;
     PipelineOptions {
         name: config.pipeline.name.clone(),
         tables,
-        initial_snapshot: pg.initial_snapshot || copy_only,
+        // A polled table's first poll is its copy.
+        initial_snapshot: config
+            .source
+            .postgres()
+            .is_some_and(|pg| pg.initial_snapshot)
+            || copy_only,
         status_file: Some(sidecar::path(&config.pipeline.checkpoint_path())),
         crash_after_sink_write: std::env::var(CRASH_AFTER_SINK_WRITE_ENV)
             .ok()
@@ -105,7 +119,10 @@ fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> Pipeline
         copy_readers: config.snapshot.parallelism,
         copy_only,
         progress: progress::view(),
-        resync_on_position_lost: pg.on_slot_lost == crate::config::OnSlotLost::Resync,
+        resync_on_position_lost: config
+            .source
+            .postgres()
+            .is_some_and(|pg| pg.on_slot_lost == crate::config::OnSlotLost::Resync),
     }
 }
 
@@ -116,20 +133,50 @@ async fn run_with(
     control: mpsc::Receiver<crate::pipeline::Control>,
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
-    let SourceConfig::Postgres(pg) = &config.source;
-    let source = PgSource::new(
-        pg.clone(),
-        config.batch,
-        config.pipeline.checkpoint_path().with_extension("spill"),
-    )
-    .with_copy(config.snapshot.parallelism, config.snapshot.split);
+    match &config.source {
+        SourceConfig::Postgres(pg) => {
+            let source = PgSource::new(
+                pg.clone(),
+                config.batch,
+                config.pipeline.checkpoint_path().with_extension("spill"),
+            )
+            .with_copy(config.snapshot.parallelism, config.snapshot.split);
+            with_sink(config, source, store, opts, control, shutdown).await
+        }
+        SourceConfig::Poll(p) => {
+            let source = PollSource::new(p.clone(), config.batch);
+            with_sink(config, source, store, opts, control, shutdown).await
+        }
+    }
+}
+
+/// The database name events carry (`source.db` of the Kafka envelope).
+pub fn source_database(config: &Config) -> String {
+    match &config.source {
+        SourceConfig::Postgres(pg) => pg.conn.dbname.clone(),
+        SourceConfig::Poll(p) => match &p.conn {
+            crate::config::poll::PollConn::Postgres(conn) => conn.dbname.clone(),
+            // Each polled ClickHouse table names its own database.
+            crate::config::poll::PollConn::ClickHouse { .. } => "clickhouse".into(),
+        },
+    }
+}
+
+async fn with_sink<S: Source>(
+    config: &Config,
+    source: S,
+    store: SledStore,
+    opts: PipelineOptions,
+    control: mpsc::Receiver<crate::pipeline::Control>,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
     match &config.sink {
         SinkConfig::ClickHouse(ch) => {
             let sink = ClickHouseSink::new(ch)?;
             run_pipeline(source, sink, store, opts, control, shutdown).await
         }
         SinkConfig::Kafka(k) => {
-            let sink = KafkaSink::new(k, &pg.conn.dbname);
+            let sink = KafkaSink::new(k, &source_database(config));
             run_pipeline(source, sink, store, opts, control, shutdown).await
         }
     }

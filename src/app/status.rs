@@ -6,12 +6,16 @@
 use serde_json::{json, Value};
 
 use crate::config::{Config, SourceConfig};
+use crate::source::poll::PollPosition;
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::{catalog, SourceError};
 use crate::state::{sidecar, Lifecycle, PipelineState, SledStore, StateStore};
 
 /// The status as lines for people.
 pub async fn status(config: &Config) -> Result<Vec<String>, SourceError> {
+    if let SourceConfig::Poll(_) = &config.source {
+        return Ok(poll_lines(&poll_status_json(config)));
+    }
     Ok(lines(&status_json(config).await?))
 }
 
@@ -19,9 +23,12 @@ pub async fn status(config: &Config) -> Result<Vec<String>, SourceError> {
 /// `slot` (`null` when missing: `name`, `confirmed_flush_lsn`, `active_pid`,
 /// `wal_status`, `lag_bytes`, `retained_wal_bytes`, `safe_wal_size`,
 /// `server_wal_lsn`), `tables` (each `table`, `state`, `reason`,
-/// `units`, `units_done`, `rows`, `columns`).
+/// `units`, `units_done`, `rows`, `columns`). A polled source: `pipeline`,
+/// `running`, `tables` (each `table`, `state`, `cursor`).
 pub async fn status_json(config: &Config) -> Result<Value, SourceError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let SourceConfig::Postgres(pg) = &config.source else {
+        return Ok(poll_status_json(config));
+    };
     let path = config.pipeline.checkpoint_path();
     // While `run` holds the database lock, read the copy it keeps beside it.
     let (state, running): (Option<PipelineState<Lsn>>, bool) = match SledStore::open(&path) {
@@ -148,6 +155,55 @@ fn lines(s: &Value) -> Vec<String> {
             "table {}: {}{cols}",
             text(&t["table"]),
             text(&t["detail"])
+        ));
+    }
+    lines
+}
+
+/// A polled source: its saved cursors and every table's lifecycle.
+fn poll_status_json(config: &Config) -> Value {
+    let path = config.pipeline.checkpoint_path();
+    let (state, running): (Option<PipelineState<PollPosition>>, bool) = match SledStore::open(&path)
+    {
+        Ok(store) => (store.load().ok().flatten(), false),
+        Err(_) => (sidecar::read(&sidecar::path(&path)), true),
+    };
+    let tables: Vec<Value> = config
+        .source
+        .tables()
+        .into_iter()
+        .map(|t| {
+            let cursor = state
+                .as_ref()
+                .and_then(|s| s.position.as_ref())
+                .and_then(|p| p.get(&t.to_string()))
+                .map(|c| c.to_string());
+            let lifecycle = state
+                .as_ref()
+                .and_then(|s| s.table(&t))
+                .map_or(Lifecycle::Pending.to_string(), |ts| {
+                    ts.lifecycle.to_string()
+                });
+            json!({"table": t.to_string(), "state": lifecycle, "cursor": cursor})
+        })
+        .collect();
+    json!({"pipeline": config.pipeline.name, "running": running, "tables": tables})
+}
+
+fn poll_lines(s: &Value) -> Vec<String> {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut lines = vec![format!("pipeline: {}", text(&s["pipeline"]))];
+    if s["running"] == json!(true) {
+        lines.push("state: running (checkpoint database locked by `sluice run`)".into());
+    }
+    for t in s["tables"].as_array().into_iter().flatten() {
+        let cursor = t["cursor"]
+            .as_str()
+            .unwrap_or("none yet (reads from the beginning)");
+        lines.push(format!(
+            "table {}: {}, cursor {cursor}",
+            text(&t["table"]),
+            text(&t["state"])
         ));
     }
     lines

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BatchConfig, Config, SourceConfig};
+use crate::config::{BatchConfig, Config};
 use crate::core::json;
 use crate::core::{meta, Flush, SinkItem};
 use crate::source::postgres::lsn::Lsn;
@@ -102,7 +102,11 @@ pub async fn run(
     from: Option<Lsn>,
     limit: Option<u64>,
 ) -> Result<(), SourceError> {
-    let SourceConfig::Postgres(pg) = &config.source;
+    let Some(pg) = config.source.postgres() else {
+        return Err(SourceError::Unsupported(
+            "tail reads a replication slot: it needs [source.postgres]".into(),
+        ));
+    };
     let batch = BatchConfig {
         max_delay: TAIL_MAX_DELAY,
         ..config.batch
@@ -202,6 +206,7 @@ mod tests {
         let flush = Flush::<u64> {
             items: vec![SinkItem::Rows(TableBatch { shape, batch })],
             position: None,
+            source_time: None,
         };
         let lines = flush_lines(&flush);
         // The unchanged TOAST value is named, not shown as null.

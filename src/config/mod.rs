@@ -2,6 +2,7 @@
 //! [`Config`]. Parsing is strict (`deny_unknown_fields`); validation is pure
 //! (environment lookups are injected) and names the key of every problem.
 
+pub mod poll;
 mod validate;
 pub mod values;
 
@@ -98,6 +99,8 @@ pub struct RawPipeline {
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub postgres: Option<RawPostgresSource>,
+    /// A cursor-polled source (`[source.poll]`).
+    pub poll: Option<poll::RawPollSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +283,25 @@ impl PipelineConfig {
 #[non_exhaustive]
 pub enum SourceConfig {
     Postgres(PostgresSourceConfig),
+    Poll(poll::PollSourceConfig),
+}
+
+impl SourceConfig {
+    /// The configured tables, in order.
+    pub fn tables(&self) -> Vec<TableName> {
+        match self {
+            SourceConfig::Postgres(pg) => pg.tables.clone(),
+            SourceConfig::Poll(p) => p.tables.iter().map(|t| t.table.clone()).collect(),
+        }
+    }
+
+    /// The logical-replication settings; `None` for a polled source.
+    pub fn postgres(&self) -> Option<&PostgresSourceConfig> {
+        match self {
+            SourceConfig::Postgres(pg) => Some(pg),
+            SourceConfig::Poll(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,7 +60,7 @@ fn good_config_resolves_defaults_and_secrets() {
         cfg.pipeline.checkpoint_path(),
         Path::new("/var/lib/sluice/demo")
     );
-    let SourceConfig::Postgres(pg) = &cfg.source;
+    let pg = cfg.source.postgres().expect("a logical source");
     assert_eq!(pg.conn.host, "127.0.0.1");
     assert_eq!(pg.conn.port, 5432);
     assert_eq!(pg.conn.user, "sluice");
@@ -391,7 +391,7 @@ fn kafka_defaults_topics_and_fixed_settings() {
 #[test]
 fn operations_keys_default_and_are_checked() {
     let cfg = check(GOOD).unwrap();
-    let SourceConfig::Postgres(pg) = &cfg.source;
+    let pg = cfg.source.postgres().unwrap();
     assert_eq!(pg.heartbeat_interval, Some(DEFAULT_HEARTBEAT_INTERVAL));
     assert_eq!(pg.max_retained_wal, None);
     assert_eq!(pg.on_slot_lost, OnSlotLost::Stop);
@@ -407,7 +407,7 @@ fn operations_keys_default_and_are_checked() {
             "listen = \"127.0.0.1:9187\"\nready_max_lag = \"30s\"",
         );
     let cfg = check(&text).unwrap();
-    let SourceConfig::Postgres(pg) = &cfg.source;
+    let pg = cfg.source.postgres().unwrap();
     assert_eq!(pg.heartbeat_interval, None, "0s turns the heartbeat off");
     assert_eq!(pg.max_retained_wal, Some(2 << 30));
     assert_eq!(pg.on_slot_lost, OnSlotLost::Resync);
@@ -433,7 +433,7 @@ fn column_lists_and_row_filters() {
         )
     };
     let cfg = check(&with("columns = [\"id\", \"note\"]\nwhere = \"id > 5\"")).unwrap();
-    let SourceConfig::Postgres(pg) = &cfg.source;
+    let pg = cfg.source.postgres().unwrap();
     let p = &pg.publish[&TableName::new("public", "orders")];
     assert_eq!(
         p.columns.as_deref(),

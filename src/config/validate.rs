@@ -9,19 +9,19 @@ type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 type FileReader<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 
 /// Collects problems so one run reports all of them, not just the first.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     errors: Vec<String>,
     env: EnvLookup<'a>,
     read_file: FileReader<'a>,
 }
 
 impl Checker<'_> {
-    fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
+    pub(super) fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
         self.errors.push(format!("{key}: {msg}"));
     }
 
     /// Interpolates `${ENV}` in an optional string value.
-    fn text(&mut self, key: &str, value: Option<&String>) -> Option<String> {
+    pub(super) fn text(&mut self, key: &str, value: Option<&String>) -> Option<String> {
         let v = value?;
         match values::interpolate(v, self.env) {
             Ok(s) => Some(s),
@@ -32,7 +32,7 @@ impl Checker<'_> {
         }
     }
 
-    fn required(&mut self, key: &str, value: Option<&String>) -> Option<String> {
+    pub(super) fn required(&mut self, key: &str, value: Option<&String>) -> Option<String> {
         match self.text(key, value) {
             Some(s) if s.trim().is_empty() => {
                 self.err(key, "must not be empty");
@@ -48,7 +48,7 @@ impl Checker<'_> {
     }
 
     /// A secret given inline (`key`) or as a file (`file_key`), not both.
-    fn secret(
+    pub(super) fn secret(
         &mut self,
         key: &str,
         value: Option<&String>,
@@ -93,12 +93,20 @@ pub fn validate(
         read_file,
     };
     let pipeline = pipeline(&mut c, raw.pipeline.as_ref());
-    let source = match raw.source.as_ref().and_then(|s| s.postgres.as_ref()) {
-        Some(pg) => postgres_source(&mut c, pg),
-        None => {
+    let source = match raw.source.as_ref().map(|s| (&s.postgres, &s.poll)) {
+        Some((Some(pg), None)) => postgres_source(&mut c, pg).map(SourceConfig::Postgres),
+        Some((None, Some(p))) => super::poll::validate(&mut c, p).map(SourceConfig::Poll),
+        Some((Some(_), Some(_))) => {
+            c.err(
+                "source",
+                "configure exactly one source: [source.postgres] or [source.poll], not both",
+            );
+            None
+        }
+        _ => {
             c.err(
                 "source.postgres",
-                "missing: configure a [source.postgres] section",
+                "missing: configure a [source.postgres] (or [source.poll]) section",
             );
             None
         }
@@ -113,7 +121,7 @@ pub fn validate(
     match (pipeline, source, sink) {
         (Some(pipeline), Some(source), Some(sink)) => Ok(Config {
             pipeline,
-            source: SourceConfig::Postgres(source),
+            source,
             batch,
             snapshot,
             sink,
@@ -350,33 +358,43 @@ fn pg_conn_info(
     password: Option<Secret>,
     connect_timeout: std::time::Duration,
 ) -> Option<PgConnInfo> {
-    const KEY: &str = "source.postgres.url";
+    pg_conn_info_at(c, "source.postgres.url", url, password, connect_timeout)
+}
+
+/// Like [`pg_conn_info`], naming `key` in its messages.
+pub(super) fn pg_conn_info_at(
+    c: &mut Checker<'_>,
+    key: &str,
+    url: &str,
+    password: Option<Secret>,
+    connect_timeout: std::time::Duration,
+) -> Option<PgConnInfo> {
     // The parser's messages never echo the string, so no password can leak.
     let parsed = match tokio_postgres::Config::from_str(url) {
         Ok(p) => p,
         Err(e) => {
-            c.err(KEY, format!("not a valid PostgreSQL connection URL ({e})"));
+            c.err(key, format!("not a valid PostgreSQL connection URL ({e})"));
             return None;
         }
     };
     let host = match parsed.get_hosts() {
         [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
         [] => {
-            c.err(KEY, "names no host");
+            c.err(key, "names no host");
             return None;
         }
         [_] => {
-            c.err(KEY, "unix sockets are not supported: use a TCP host");
+            c.err(key, "unix sockets are not supported: use a TCP host");
             return None;
         }
         _ => {
-            c.err(KEY, "names several hosts: give exactly one");
+            c.err(key, "names several hosts: give exactly one");
             return None;
         }
     };
     let port = parsed.get_ports().first().copied().unwrap_or(5432);
     let Some(user) = parsed.get_user().map(str::to_owned) else {
-        c.err(KEY, "names no user (postgres://USER@host/db)");
+        c.err(key, "names no user (postgres://USER@host/db)");
         return None;
     };
     let dbname = parsed.get_dbname().unwrap_or(&user).to_owned();

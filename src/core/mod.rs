@@ -13,9 +13,7 @@ pub mod meta;
 pub mod position;
 pub mod text;
 
-pub use change::{
-    AddedDefault, ColumnInfo, Flush, SinkItem, TableBatch, TableShape, TruncateMeta,
-};
+pub use change::{AddedDefault, ColumnInfo, Flush, SinkItem, TableBatch, TableShape, TruncateMeta};
 pub use error::{Classify, ErrorClass};
 pub use logical::LogicalType;
 pub use position::{Position, SourceIdentity};

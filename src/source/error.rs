@@ -82,6 +82,12 @@ pub enum SourceError {
     /// it are gone: resuming would skip data.
     #[error("{0}")]
     Mismatch(String),
+    /// A ClickHouse table read by a polled source.
+    #[error("ClickHouse source: {message}")]
+    ClickHouse { message: String, retryable: bool },
+    /// What this source kind cannot do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// tokio-postgres prints a server error as just "db error": spell out the
@@ -155,6 +161,7 @@ impl SourceError {
                 None => e.is_closed() || std::error::Error::source(e).is_some(),
             },
             SourceError::SlotInUse { .. } => true,
+            SourceError::ClickHouse { retryable, .. } => *retryable,
             _ => false,
         }
     }

@@ -15,6 +15,7 @@
 //! source with offsets per partition.
 
 pub mod error;
+pub mod poll;
 pub mod postgres;
 
 use std::future::Future;

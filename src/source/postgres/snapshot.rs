@@ -13,7 +13,7 @@ use super::copy_binary::CopyBinaryDecoder;
 use super::lsn::Lsn;
 use super::setup::{describe, TableDescription};
 use super::types::TypeCache;
-use super::types::{DecoderKind, TypeOptions};
+use super::types::{ArrowMapping, DecoderKind, TypeOptions};
 use crate::config::{quote_ident, quote_literal, TableName, TablePublish};
 use crate::core::meta::{RowMeta, OP_READ};
 use crate::core::TableBatch;
@@ -87,6 +87,34 @@ impl RowRange {
     }
 }
 
+/// The SELECT list that COPY (FORMAT binary) reads a table's columns with.
+/// Types without a binary form are copied as their text (the same form the
+/// stream sends for them), so the Arrow column is the same; their mappings
+/// are switched to the text decoder.
+pub fn select_list(names: &[String], mappings: &mut [ArrowMapping]) -> Vec<String> {
+    let mut select = Vec::with_capacity(names.len());
+    for (name, m) in names.iter().zip(mappings.iter_mut()) {
+        let col = quote_ident(name);
+        if !m.needs_text_format {
+            select.push(col);
+            continue;
+        }
+        m.needs_text_format = false;
+        match &mut m.decoder {
+            DecoderKind::Array(el) => {
+                el.decoder = DecoderKind::Text;
+                el.needs_text_format = false;
+                select.push(format!("{col}::text[]"));
+            }
+            other => {
+                *other = DecoderKind::Text;
+                select.push(format!("{col}::text"));
+            }
+        }
+    }
+    select
+}
+
 /// How large a batch of snapshot rows may grow.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
@@ -132,28 +160,7 @@ impl SnapshotReader {
             publish.and_then(|p| p.columns.as_deref()),
         )
         .await?;
-        // Types without a binary form are copied as their text (the same
-        // form the stream sends for them), so the Arrow column is the same.
-        let mut select = Vec::with_capacity(names.len());
-        for (name, m) in names.iter().zip(mappings.iter_mut()) {
-            let col = quote_ident(name);
-            if !m.needs_text_format {
-                select.push(col);
-                continue;
-            }
-            m.needs_text_format = false;
-            match &mut m.decoder {
-                DecoderKind::Array(el) => {
-                    el.decoder = DecoderKind::Text;
-                    el.needs_text_format = false;
-                    select.push(format!("{col}::text[]"));
-                }
-                other => {
-                    *other = DecoderKind::Text;
-                    select.push(format!("{col}::text"));
-                }
-            }
-        }
+        let select = select_list(&names, &mut mappings);
         // The publication's row filter, so the copy holds the rows the
         // stream is about.
         let mut conds: Vec<String> = Vec::new();

@@ -41,6 +41,22 @@ impl Drop for TestPipeline {
     }
 }
 
+/// The `[source.postgres]` section of a test pipeline over `tables`.
+fn pg_source(pg_url: &str, tables: &[&str]) -> impl Fn(&str) -> String {
+    let pg_url = pg_url.to_owned();
+    let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
+    move |name| {
+        format!(
+            "[source.postgres]\nurl = \"{pg_url}\"\nslot = \"{name}\"\npublication = \"{name}\"\ntables = [{}]\nstatus_interval = \"1s\"\n",
+            tables.join(", ")
+        )
+    }
+}
+
+fn clickhouse_sink(ch_url: &str, name: &str, sink_extra: &str) -> String {
+    format!("[sink.clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"{name}\"\n{sink_extra}\n")
+}
+
 impl TestPipeline {
     /// `extra` is appended to the config (e.g. `[sink.clickhouse]` options
     /// must go through `sink_extra`).
@@ -54,8 +70,8 @@ impl TestPipeline {
         sink_extra: &str,
         ch_url: &str,
     ) -> TestPipeline {
-        let mut p = Self::with_sink(pg_url, tables, &|name| {
-            format!("[sink.clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"{name}\"\n{sink_extra}\n")
+        let mut p = Self::with_parts(&pg_source(pg_url, tables), &|name| {
+            clickhouse_sink(ch_url, name, sink_extra)
         });
         p.clickhouse_url = ch_url.to_owned();
         p
@@ -81,22 +97,36 @@ impl TestPipeline {
 
     /// `sink(name)` is the config's `[sink.*]` section.
     pub fn with_sink(pg_url: &str, tables: &[&str], sink: &dyn Fn(&str) -> String) -> TestPipeline {
+        Self::with_parts(&pg_source(pg_url, tables), sink)
+    }
+
+    /// A pipeline whose `[source...]` section `source(name)` writes (e.g. a
+    /// polled source), into ClickHouse at `ch_url`.
+    pub fn with_source(
+        source: impl Fn(&str) -> String,
+        sink_extra: &str,
+        ch_url: &str,
+    ) -> TestPipeline {
+        let mut p = Self::with_parts(&source, &|name| clickhouse_sink(ch_url, name, sink_extra));
+        p.clickhouse_url = ch_url.to_owned();
+        p
+    }
+
+    /// `source(name)` and `sink(name)` write the config's `[source.*]` and
+    /// `[sink.*]` sections for the pipeline called `name`.
+    pub fn with_parts(
+        source: &dyn Fn(&str) -> String,
+        sink: &dyn Fn(&str) -> String,
+    ) -> TestPipeline {
         let name = unique_name("e2e");
         let dir = std::env::temp_dir().join(&name);
-        let tables: Vec<String> = tables.iter().map(|t| format!("{t:?}")).collect();
         let body = format!(
             r#"
 [pipeline]
 name = "{name}"
 checkpoint_dir = "{dir}"
 
-[source.postgres]
-url = "{pg_url}"
-slot = "{name}"
-publication = "{name}"
-tables = [{tables}]
-status_interval = "1s"
-
+{source}
 [batch]
 max_rows = 2000
 max_bytes = "8MiB"
@@ -105,7 +135,7 @@ max_delay = "200ms"
 {sink}
 "#,
             dir = dir.display(),
-            tables = tables.join(", "),
+            source = source(&name),
             sink = sink(&name),
         );
         let config = write_config(&dir, &name, &body);

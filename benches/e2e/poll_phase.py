@@ -1,0 +1,143 @@
+"""The `poll` phase of the e2e harness: sluice's cursor-polled source copying
+the same tables as the snapshot phase, beside ClickHouse's own copies.
+
+  sluice_poll               [source.poll] kind = "postgres": start of `sluice run`
+                            to every row in ClickHouse (the first poll copies
+                            the table: COPY (SELECT ... ORDER BY cursor) binary)
+  clickhouse_postgresql_fn  INSERT ... SELECT FROM postgresql() (same data)
+  clickhouse_insert_select  INSERT ... SELECT of the copied table (without
+                            sluice's metadata columns) into a plain MergeTree
+                            table, within the server (remote() needs the
+                            native TCP port, which the test ClickHouse
+                            stand-in does not serve)
+  sluice_poll_clickhouse    [source.poll] kind = "clickhouse": that plain table
+                            polled into another ClickHouse database (ArrowStream)
+The logical source's numbers for the same tables are the snapshot phase's.
+"""
+
+import time
+
+# table -> (cursor column, key column)
+TABLES = {"accounts": ("aid", "aid"), "mixed": ("created", "id")}
+INTERVAL = "200ms"
+NATIVE_DB = "bench_pollch_native"
+
+
+def config(h, name, source, ch_db):
+    path = f"{h.work}/{name}.toml"
+    with open(path, "w") as f:
+        f.write(f"""[pipeline]
+name = "{name}"
+checkpoint_dir = "{h.work}/checkpoints"
+
+{source}
+[batch]
+max_rows = 100000
+max_bytes = "64MiB"
+
+[sink.clickhouse]
+url = "{h.ch.url}"
+database = "{ch_db}"
+user = "default"
+""")
+    return path
+
+
+def timed_run(h, cfg, tag, count_sql, rows, timeout):
+    """Starts `sluice run`, waits until `count_sql` reaches `rows`, stops it."""
+    t0 = time.monotonic()
+    p = h.start_sluice(cfg, tag)
+    peaks = []
+    try:
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"sluice exited {p.returncode}: {h.log_tail(tag)}")
+            v = h.rss_peak_kib(p.pid)
+            if v:
+                peaks.append(v)
+            try:
+                if int(h.ch.scalar(count_sql)) >= rows:
+                    break
+            except Exception:  # noqa: BLE001
+                pass
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"not done after {timeout} s: {h.log_tail(tag)}")
+            if "table stopped" in h.log_tail(tag):
+                raise RuntimeError(f"sluice stopped the table: {h.log_tail(tag)}")
+            time.sleep(0.1)
+        return time.monotonic() - t0, (max(peaks) if peaks else None)
+    finally:
+        h.stop(p)
+
+
+def pg_poll(h, table, rows, timeout):
+    cursor, _ = TABLES[table]
+    ch_db = f"bench_poll_{table}"
+    h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+    source = f"""[source.poll]
+kind = "postgres"
+url = "{h.pg.url()}"
+interval = "{INTERVAL}"
+
+[[source.poll.tables]]
+table = "public.{table}"
+cursor = "{cursor}"
+"""
+    cfg = config(h, f"bench_poll_{table}", source, ch_db)
+    dt, rss = timed_run(h, cfg, f"poll-{table}", f"SELECT count() FROM {ch_db}.{table}", rows, timeout)
+    return h.record(phase="poll", system="sluice_poll", table=table, rows=rows, seconds=round(dt, 3),
+                    bytes=h.copy_bytes.get(table), peak_rss_kib=rss,
+                    note=f"[source.poll] postgres, cursor {cursor}, interval {INTERVAL}: start to every row in ClickHouse")
+
+
+def ch_poll(h, table, rows, timeout):
+    """The plain copy made by ch_insert_select, polled into another database."""
+    cursor, _ = TABLES[table]
+    src, ch_db = NATIVE_DB, f"bench_pollch_{table}"
+    h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+    source = f"""[source.poll]
+kind = "clickhouse"
+url = "{h.ch.url}"
+interval = "{INTERVAL}"
+settle_delay = "{INTERVAL}"
+
+[[source.poll.tables]]
+table = "{src}.{table}"
+cursor = "{cursor}"
+"""
+    cfg = config(h, f"bench_pollch_{table}", source, ch_db)
+    dt, rss = timed_run(h, cfg, f"pollch-{table}", f"SELECT count() FROM {ch_db}.{src}_{table}", rows, timeout)
+    h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+    return h.record(phase="poll", system="sluice_poll_clickhouse", table=f"ch:{table}", rows=rows,
+                    seconds=round(dt, 3), peak_rss_kib=rss,
+                    note=f"[source.poll] clickhouse, cursor {cursor}: start to every row in the other database")
+
+
+def ch_insert_select(h, table, rows):
+    src, dst = f"bench_poll_{table}", NATIVE_DB
+    _, key = TABLES[table]
+    h.ch.q(f"CREATE DATABASE IF NOT EXISTS {dst}")
+    h.ch.q(f"DROP TABLE IF EXISTS {dst}.{table}")
+    cols = h.ch.scalar(f"SELECT arrayStringConcat(groupArray(name), ', ') FROM system.columns "
+                       f"WHERE database = '{src}' AND table = '{table}' AND name NOT LIKE '\\_%' ")
+    h.ch.q(f"CREATE TABLE {dst}.{table} ENGINE = MergeTree ORDER BY {key} AS SELECT {cols} FROM {src}.{table} LIMIT 0")
+    t0 = time.monotonic()
+    h.ch.q(f"INSERT INTO {dst}.{table} SELECT {cols} FROM {src}.{table}")
+    dt = time.monotonic() - t0
+    got = int(h.ch.scalar(f"SELECT count() FROM {dst}.{table}"))
+    if got != rows:
+        raise RuntimeError(f"INSERT ... SELECT: {got} rows landed, expected {rows}")
+    return h.record(phase="poll", system="clickhouse_insert_select", table=f"ch:{table}", rows=rows,
+                    seconds=round(dt, 3))
+
+
+def run(h, timeout):
+    # The polled cursor needs an index to be read in order without a sort.
+    h.pg.psql("CREATE INDEX IF NOT EXISTS mixed_created ON mixed (created)")
+    for table, rows in (("accounts", h.size["accounts"]), ("mixed", h.size["mixed"])):
+        h.attempt("poll", "sluice_poll", table, lambda: pg_poll(h, table, rows, timeout))
+        h.attempt("poll", "clickhouse_postgresql_fn", table, lambda: h.snap_pgfn(table, rows, phase="poll"))
+        h.attempt("poll", "clickhouse_insert_select", f"ch:{table}", lambda: ch_insert_select(h, table, rows))
+        h.attempt("poll", "sluice_poll_clickhouse", f"ch:{table}", lambda: ch_poll(h, table, rows, timeout))
+        for db in (f"bench_poll_{table}", NATIVE_DB):
+            h.ch.q(f"DROP DATABASE IF EXISTS {db}")

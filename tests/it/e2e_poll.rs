@@ -1,0 +1,402 @@
+//! Cursor-polled PostgreSQL tables into ClickHouse: inserts, updates and
+//! soft deletes under load, transactions that set their cursor with `now()`
+//! (or draw a sequence value) and commit several poll intervals later, and
+//! SIGKILLs at random moments; at the end ClickHouse equals PostgreSQL row
+//! for row.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::e2e::*;
+use crate::support::*;
+use rand::Rng;
+
+const KILLS: usize = 10;
+
+const ITEMS_PG: &str = "SELECT id::text, v::text, note, \
+     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM items WHERE NOT deleted";
+const COUNTERS_PG: &str = "SELECT id::text, v::text, seq::text FROM counters";
+
+fn items_ch(db: &str) -> String {
+    format!("SELECT toString(id), toString(v), note, toString(updated_at) FROM `{db}`.items FINAL WHERE _is_deleted = 0")
+}
+
+fn counters_ch(db: &str) -> String {
+    format!("SELECT toString(id), toString(v), toString(seq) FROM `{db}`.counters FINAL WHERE _is_deleted = 0")
+}
+
+fn poll_source(url: &str) -> String {
+    format!(
+        r#"[source.poll]
+kind = "postgres"
+url = "{url}"
+interval = "200ms"
+
+[[source.poll.tables]]
+table = "public.items"
+cursor = "updated_at"
+deleted = "deleted"
+
+[[source.poll.tables]]
+table = "public.counters"
+cursor = "seq"
+"#
+    )
+}
+
+/// Random short transactions until `stop`.
+async fn load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>) {
+    let client = connect(&url).await;
+    let mut next = 100_000;
+    while !stop.load(Ordering::Relaxed) {
+        let (a, b, kind, n) = {
+            let mut r = rand::thread_rng();
+            (
+                r.gen_range(1..600),
+                r.gen_range(1..600),
+                r.gen_range(0..8),
+                r.gen_range(1..30),
+            )
+        };
+        next += 100;
+        let sql = match kind {
+            0 | 1 => format!(
+                "INSERT INTO items (id, v, note) SELECT {next} + g, g, 'new' FROM generate_series(1, {n}) g"
+            ),
+            2 | 3 => format!(
+                "UPDATE items SET v = v + 1, note = 'u{n}', updated_at = now() WHERE id IN ({a}, {b}, {next} - 95)"
+            ),
+            4 => format!(
+                "UPDATE items SET deleted = NOT deleted, updated_at = now() WHERE id = {a}"
+            ),
+            5 => format!(
+                "INSERT INTO counters (id, v, seq) SELECT {next} + g, g, nextval('counter_seq') FROM generate_series(1, {n}) g"
+            ),
+            _ => format!(
+                "UPDATE counters SET v = v + 1, seq = nextval('counter_seq') WHERE id IN ({a}, {b})"
+            ),
+        };
+        if let Err(e) = client.batch_execute(&sql).await {
+            eprintln!("load: {e}");
+        }
+        txns.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Transactions that take their cursor value early and commit late: an
+/// update with `now()` and a sequence value held past many poll intervals.
+async fn late_commits(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+    let client = connect(&url).await;
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let id = 700 + i;
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 UPDATE items SET v = v + 1000, note = 'late', updated_at = now() WHERE id = {i};
+                 INSERT INTO items (id, v, note) VALUES (900000 + {i}, {i}, 'late insert');
+                 INSERT INTO counters (id, v, seq) VALUES (900000 + {i}, {i}, nextval('counter_seq'));
+                 UPDATE counters SET v = v + 1000, seq = nextval('counter_seq') WHERE id = {id};"
+            ))
+            .await
+            .unwrap();
+        // Several poll intervals (200 ms) pass while it is open.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        client.batch_execute("COMMIT").await.unwrap();
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_tables_survive_kills_and_late_commits() {
+    let db = fresh_db("poll").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text,
+                 deleted boolean NOT NULL DEFAULT false,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE INDEX ON items (updated_at);
+             CREATE SEQUENCE counter_seq;
+             CREATE TABLE counters (id bigint PRIMARY KEY, v int NOT NULL, seq bigint NOT NULL);
+             CREATE INDEX ON counters (seq);
+             INSERT INTO items (id, v, note) SELECT g, g, 'start' FROM generate_series(1, 600) g;
+             INSERT INTO counters SELECT g, g, nextval('counter_seq') FROM generate_series(1, 800) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::with_source(|_| poll_source(&db.url), "", &servers().clickhouse_url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let txns = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
+    let loader = tokio::spawn(load(db.url.clone(), stop.clone(), txns.clone()));
+    let slow = tokio::spawn(late_commits(db.url.clone(), stop.clone(), late.clone()));
+
+    let mut kills = 0;
+    while kills < KILLS {
+        let wait_ms = rand::thread_rng().gen_range(300..2000);
+        let mut child = p.spawn(&[]);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "sluice exited on its own: {status}\n{}",
+                tail(&p.last_log(), 40)
+            );
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+    }
+    let mut last = p.spawn(&[]);
+    // Polling goes on under the load for a while after the last kill.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+    slow.await.unwrap();
+
+    let items = wait_equal(
+        &p,
+        &db.client,
+        ITEMS_PG,
+        &items_ch(&p.ch_db),
+        Duration::from_secs(120),
+    )
+    .await;
+    let counters = wait_equal(
+        &p,
+        &db.client,
+        COUNTERS_PG,
+        &counters_ch(&p.ch_db),
+        Duration::from_secs(120),
+    )
+    .await;
+    let late_rows = items.iter().filter(|l| l.contains("\tlate")).count();
+    let deleted: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM items WHERE deleted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!(
+        "poll test: {kills} kills, {} load transactions, {} late commits; equal: {} items ({late_rows} late, {deleted} soft-deleted), {} counters",
+        txns.load(Ordering::Relaxed),
+        late.load(Ordering::Relaxed),
+        items.len(),
+        counters.len()
+    );
+    assert!(kills >= 8);
+    assert!(late.load(Ordering::Relaxed) >= 3, "too few late commits");
+    assert!(late_rows >= 3, "late commits are in ClickHouse");
+    assert!(deleted > 0, "the load soft-deleted rows");
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+}
+
+/// `sluice check` on a polled source: columns, cursor type, and the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_cursor_index_and_bad_columns() {
+    let db = fresh_db("pollcheck").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v int, deleted boolean NOT NULL DEFAULT false,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE counters (id bigint PRIMARY KEY, v int, seq bigint NOT NULL, note text);",
+        )
+        .await
+        .unwrap();
+    let p = TestPipeline::with_source(|_| poll_source(&db.url), "", &servers().clickhouse_url);
+    let run = |p: &TestPipeline| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(["check", "-c"])
+            .arg(&p.config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = run(&p);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: no index leads with cursor \"updated_at\""),
+        "{text}"
+    );
+    assert!(text.contains("hard deletes are invisible"), "{text}");
+    db.client
+        .batch_execute("CREATE INDEX ON items (updated_at); ALTER TABLE counters DROP COLUMN seq")
+        .await
+        .unwrap();
+    let (ok, text) = run(&p);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("an index leads with \"updated_at\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("cursor column \"seq\" does not exist"),
+        "{text}"
+    );
+}
+
+/// Rows of a ClickHouse query as sorted TSV lines.
+async fn ch_sorted(sql: &str) -> Vec<String> {
+    let mut lines = tsv_lines(&ch_query(sql).await);
+    lines.sort();
+    lines
+}
+
+/// A ClickHouse table polled into another ClickHouse database: a
+/// timestamp-cursor table with updates and soft deletes and an append-only
+/// integer-cursor table, inserts during polling, SIGKILLs; equal at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_tables_polled_into_clickhouse_survive_kills() {
+    let src = unique_name("pollsrc");
+    ch_exec(&format!("CREATE DATABASE `{src}`")).await;
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.events (id UInt64, v Int32, note String, deleted UInt8,
+             updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY id"
+    ))
+    .await;
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.log (seq UInt64, v Int32, at DateTime) ENGINE = MergeTree ORDER BY seq"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.events SELECT number, toInt32(number), 'start', 0, now64(6) FROM numbers(1, 500)"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.log SELECT number, toInt32(number), now() FROM numbers(1, 300)"
+    ))
+    .await;
+    let ch_url = servers().clickhouse_url.clone();
+    let source = format!(
+        r#"[source.poll]
+kind = "clickhouse"
+url = "{ch_url}"
+interval = "200ms"
+settle_delay = "1s"
+
+[[source.poll.tables]]
+table = "{src}.events"
+cursor = "updated_at"
+deleted = "deleted"
+
+[[source.poll.tables]]
+table = "{src}.log"
+cursor = "seq"
+"#
+    );
+    let mut p = TestPipeline::with_source(|_| source.clone(), "", &ch_url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserts = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (src, stop, inserts) = (src.clone(), stop.clone(), inserts.clone());
+        tokio::spawn(async move {
+            let mut seq = 1000u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (a, kind, n) = {
+                    let mut r = rand::thread_rng();
+                    (
+                        r.gen_range(1..700u64),
+                        r.gen_range(0..4),
+                        r.gen_range(1..20u64),
+                    )
+                };
+                let sql = match kind {
+                    0 => format!(
+                        "INSERT INTO `{src}`.events SELECT {a} * 1000 + number, 1, 'new', 0, now64(6) FROM numbers({n})"
+                    ),
+                    1 => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v + 1, 'upd', deleted, now64(6) FROM `{src}`.events FINAL WHERE id IN ({a}, {a} + 1)"
+                    ),
+                    2 => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v, 'del', 1 - deleted, now64(6) FROM `{src}`.events FINAL WHERE id = {a}"
+                    ),
+                    _ => {
+                        seq += n;
+                        format!(
+                            "INSERT INTO `{src}`.log SELECT {seq} - number, toInt32(number), now() FROM numbers({n})"
+                        )
+                    }
+                };
+                ch_exec(&sql).await;
+                inserts.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut kills = 0;
+    while kills < 8 {
+        let wait_ms = rand::thread_rng().gen_range(400..2000);
+        let mut child = p.spawn(&[]);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "sluice exited on its own: {status}\n{}",
+                tail(&p.last_log(), 40)
+            );
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+    }
+    let mut last = p.spawn(&[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+
+    let db = &p.ch_db;
+    let checks = [
+        (
+            format!("SELECT id, v, note, toString(updated_at) FROM `{src}`.events FINAL WHERE deleted = 0"),
+            format!("SELECT id, v, note, toString(updated_at) FROM `{db}`.`{src}_events` FINAL WHERE _is_deleted = 0"),
+        ),
+        (
+            format!("SELECT seq, v, toUnixTimestamp(at) FROM `{src}`.log"),
+            format!("SELECT seq, v, toUnixTimestamp(at) FROM `{db}`.`{src}_log` FINAL"),
+        ),
+    ];
+    let start = std::time::Instant::now();
+    for (source_sql, target_sql) in &checks {
+        loop {
+            let expected = ch_sorted(source_sql).await;
+            let actual = p.ch(target_sql).await.map(|t| {
+                let mut l = tsv_lines(&t);
+                l.sort();
+                l
+            });
+            match actual {
+                Ok(a) if a == expected => {
+                    println!("clickhouse poll: {} rows equal ({target_sql})", a.len());
+                    break;
+                }
+                other => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "not equal after 120 s: source {} rows, target {:?} rows\n{}",
+                        expected.len(),
+                        other.map(|a| a.len()),
+                        tail(&p.last_log(), 30)
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    println!(
+        "clickhouse poll test: {kills} kills, {} source inserts",
+        inserts.load(Ordering::Relaxed)
+    );
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    ch_exec(&format!("DROP DATABASE `{src}`")).await;
+}
