@@ -152,6 +152,18 @@ async fn add_and_drop_column_during_streaming_are_reflected() {
         .batch_execute("INSERT INTO items SELECT g, 'n' || g, 'old' FROM generate_series(1, 50) g")
         .await
         .unwrap();
+    // The column must have reached ClickHouse before it is dropped (the
+    // copy beside the stream may otherwise describe the table afterwards).
+    let legacy = format!(
+        "SELECT count() FROM `{}`.items FINAL WHERE legacy = 'old'",
+        p.ch_db
+    );
+    wait_for(
+        "the first rows in ClickHouse",
+        Duration::from_secs(60),
+        || async { (p.ch(&legacy).await.ok()?.trim() == "50").then_some(()) },
+    )
+    .await;
     db.client
         .batch_execute(
             "ALTER TABLE items ADD COLUMN price numeric(10,2);
