@@ -22,8 +22,9 @@ use crate::core::{SinkItem, TableBatch, TruncateMeta};
 use crate::metrics as m;
 use crate::sink::{Sink, SinkError};
 
-/// librdkafka settings sluice picks unless `properties` sets them; chosen
-/// by measurement (docs/kafka-sink.md, "Throughput").
+/// librdkafka settings sluice picks unless `properties` sets them: batches
+/// large enough for a whole flush, a short linger (not yet tuned by
+/// measurement; docs/kafka-sink.md, "Producer settings").
 pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
     ("linger.ms", "5"),
     ("batch.size", "1000000"),
