@@ -133,6 +133,16 @@ def proc_status_kib(pid, field):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (None if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def rss_peak_kib(pid):
     return proc_status_kib(pid, "VmHWM")
 
@@ -1143,6 +1153,8 @@ brokers = "{self.kafka_brokers}"
 topic_prefix = "{prefix}"
 """)
         topics = [f"{prefix}.public.stream_accounts", f"{prefix}.public.stream_mixed"]
+        broker = getattr(self, "kafka_proc", None)
+        broker_cpu0 = cpu_seconds(broker.pid) if broker else None
         t0 = time.monotonic()
         p = self.start_sluice(path, "kafka")
         peaks = []
@@ -1156,6 +1168,7 @@ topic_prefix = "{prefix}"
                 done = self.pg.psql("SELECT confirmed_flush_lsn >= '" + target_lsn + "'::pg_lsn "
                                     "FROM pg_replication_slots WHERE slot_name = 'bench_kafka'")
                 if done == "t":
+                    sluice_cpu = cpu_seconds(p.pid)
                     break
                 if time.monotonic() - t0 > CATCH_UP_TIMEOUT:
                     raise RuntimeError(f"not caught up after {CATCH_UP_TIMEOUT} s: {self.log_tail('kafka')}")
@@ -1168,8 +1181,10 @@ topic_prefix = "{prefix}"
         if got != expected:
             raise RuntimeError(f"{got} messages in the topics, expected {expected} "
                                f"({changes} events + {self.stream_deletes} tombstones)")
+        broker_cpu = (cpu_seconds(broker.pid) - broker_cpu0) if broker else None
         return self.record(phase="streaming", system="sluice_kafka", table="both", rows=changes,
-                           seconds=round(dt, 3), bytes=wal, messages=got,
+                           seconds=round(dt, 3), bytes=wal, messages=got, sluice_cpu_s=sluice_cpu,
+                           broker_cpu_s=round(broker_cpu, 2) if broker_cpu is not None else None,
                            peak_rss_kib=max(peaks) if peaks else None,
                            note="start of `sluice run` (Kafka sink) to the slot confirmed at the backlog's end; "
                                 "messages counted afterwards")

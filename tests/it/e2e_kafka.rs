@@ -280,3 +280,38 @@ async fn shipped_config_runs_against_the_test_broker() {
     assert!(terminate(&mut run.0, Duration::from_secs(30)).success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_snapshot_sends_read_events_from_parallel_writers() {
+    let db = fresh_db("kafka_snap").await;
+    db.client
+        .batch_execute(&format!(
+            "{SCHEMA}
+             INSERT INTO orders SELECT g, 'c' || g, g, 'n' FROM generate_series(1, 20000) g;
+             INSERT INTO lines SELECT g / 10, g % 10, g FROM generate_series(1, 3000) g;
+             INSERT INTO audit SELECT g, g, 'p' FROM generate_series(1, 5) g;"
+        ))
+        .await
+        .unwrap();
+    // Parallel readers, each with its own (forked) sink writer.
+    let p = TestPipeline::with_kafka(&db.url, &TABLES, "");
+    p.edit_config("[batch]", "[snapshot]\nparallelism = 4\n\n[batch]");
+    let out = std::process::Command::new(sluice_bin())
+        .args(["snapshot", "-c"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let topics: Vec<String> = TABLES.iter().map(|t| p.topic(t)).collect();
+    let mut log = ChangeLog::open(&servers().kafka_brokers, &topics);
+    // Every row was acknowledged before `sluice snapshot` exited.
+    wait_kafka_equal(&p, &mut log, &db.client, &checks(), Duration::from_secs(30)).await;
+    let c = log.counts.clone();
+    assert_eq!(c.ops.get("r").copied(), Some(20000 + 3000 + 5), "{c:?}");
+    assert_eq!(c.ops.len(), 1, "only snapshot reads: {c:?}");
+    assert_eq!(c.replays, 0, "{c:?}");
+}

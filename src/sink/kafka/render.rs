@@ -17,7 +17,8 @@
 
 use arrow::array::{Array, ArrayRef, AsArray, ListArray};
 use arrow::datatypes::{
-    DataType, Date32Type, IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, TimeUnit,
+    DataType, Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type,
+    IntervalMonthDayNanoType, IntervalUnit, Time64MicrosecondType, TimeUnit,
     TimestampMicrosecondType,
 };
 use serde_json::Value;
@@ -32,7 +33,29 @@ pub fn write(out: &mut Vec<u8>, array: &ArrayRef, row: usize) {
         out.extend_from_slice(b"null");
         return;
     }
+    // The common types are written directly (no JSON value in between):
+    // this runs for every column of every event.
     match array.data_type() {
+        DataType::Int16 => {
+            let _ = write!(out, "{}", array.as_primitive::<Int16Type>().value(row));
+        }
+        DataType::Int32 => {
+            let _ = write!(out, "{}", array.as_primitive::<Int32Type>().value(row));
+        }
+        DataType::Int64 => {
+            let _ = write!(out, "{}", array.as_primitive::<Int64Type>().value(row));
+        }
+        DataType::Boolean => {
+            let v = array.as_boolean().value(row);
+            out.extend_from_slice(if v { b"true" } else { b"false" });
+        }
+        DataType::Utf8 => write_str(out, array.as_string::<i32>().value(row)),
+        DataType::Decimal128(_, _) => {
+            write_str(
+                out,
+                &array.as_primitive::<Decimal128Type>().value_as_string(row),
+            );
+        }
         DataType::Timestamp(TimeUnit::Microsecond, None) => {
             let v = array.as_primitive::<TimestampMicrosecondType>().value(row);
             if v == i64::MAX || v == i64::MIN {
@@ -137,5 +160,21 @@ mod tests {
         lb.append(true);
         let l: ArrayRef = Arc::new(lb.finish());
         assert_eq!(value(&l, 0), json!([1, null]));
+        // The direct paths agree with the generic rendering.
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(arrow::array::Int16Array::from(vec![-3])),
+            Arc::new(arrow::array::Int32Array::from(vec![i32::MIN])),
+            Arc::new(arrow::array::Int64Array::from(vec![i64::MAX])),
+            Arc::new(arrow::array::BooleanArray::from(vec![true])),
+            Arc::new(arrow::array::StringArray::from(vec!["a\"b\n\u{1}é"])),
+            Arc::new(
+                arrow::array::Decimal128Array::from(vec![-5])
+                    .with_precision_and_scale(10, 4)
+                    .unwrap(),
+            ),
+        ];
+        for a in &arrays {
+            assert_eq!(value(a, 0), json::value(a, 0), "{:?}", a.data_type());
+        }
     }
 }

@@ -22,8 +22,9 @@ use crate::core::{SinkItem, TableBatch, TruncateMeta};
 use crate::metrics as m;
 use crate::sink::{Sink, SinkError};
 
-/// librdkafka settings sluice picks unless `properties` sets them; chosen
-/// by measurement (docs/kafka-sink.md, "Throughput").
+/// librdkafka settings sluice picks unless `properties` sets them: batches
+/// large enough for a whole flush, a short linger (not yet tuned by
+/// measurement; docs/kafka-sink.md, "Producer settings").
 pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
     ("linger.ms", "5"),
     ("batch.size", "1000000"),
@@ -273,18 +274,22 @@ async fn wait_all(brokers: &str, pending: &mut VecDeque<Pending>) -> Result<(), 
     let start = Instant::now();
     let mut next_log = WAIT_LOG_EVERY;
     let gauge = metrics::gauge!(m::KAFKA_PENDING_DELIVERIES);
+    // One timer for the whole wait (not one per message).
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.reset();
     while let Some(front) = pending.front_mut() {
-        let waited = tokio::time::timeout(Duration::from_secs(1), &mut front.delivery).await;
-        let topic = front.topic.clone();
-        match waited {
-            Ok(result) => {
+        tokio::select! {
+            biased;
+            result = &mut front.delivery => {
+                let topic = front.topic.clone();
                 pending.pop_front();
                 check(result, &topic)?;
             }
-            Err(_) => {
+            _ = tick.tick() => {
                 gauge.set(pending.len() as f64);
                 if start.elapsed() >= next_log {
                     next_log += WAIT_LOG_EVERY;
+                    let topic = pending.front().map(|p| p.topic.clone()).unwrap_or_else(|| "".into());
                     tracing::warn!(
                         brokers,
                         topic = %topic,

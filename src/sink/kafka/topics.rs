@@ -26,6 +26,9 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Topics {
     admin: Arc<AdminClient<DefaultClientContext>>,
     known: Arc<Mutex<HashMap<String, i32>>>,
+    /// One creation at a time: parallel writers (forks) meeting a new topic
+    /// must not create it twice (a broker may answer both with success).
+    creating: Arc<tokio::sync::Mutex<()>>,
     partitions: i32,
     replication_factor: i32,
     cleanup_policy: String,
@@ -39,6 +42,7 @@ impl Topics {
         Ok(Topics {
             admin: Arc::new(admin),
             known: Arc::new(Mutex::new(HashMap::new())),
+            creating: Arc::new(tokio::sync::Mutex::new(())),
             partitions: cfg.partitions,
             replication_factor: cfg.replication_factor,
             cleanup_policy: cfg.cleanup_policy.clone(),
@@ -47,6 +51,10 @@ impl Topics {
 
     /// Creates `topic` unless it exists; returns its partition count.
     pub async fn ensure(&self, producer: &FutureProducer, topic: &str) -> Result<i32, SinkError> {
+        if let Some(n) = self.known.lock().expect("topic cache").get(topic) {
+            return Ok(*n);
+        }
+        let _creating = self.creating.lock().await;
         if let Some(n) = self.known.lock().expect("topic cache").get(topic) {
             return Ok(*n);
         }
