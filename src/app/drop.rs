@@ -35,5 +35,9 @@ pub async fn drop_pipeline(
         lines.push(format!("removed checkpoint database {}", path.display()));
     }
     let _ = std::fs::remove_file(sidecar::path(&path));
+    // The partitions recorded at copy time (beside the spill directory).
+    let _ = std::fs::remove_file(crate::source::postgres::partitions::file_for(
+        &path.with_extension("spill"),
+    ));
     Ok(lines)
 }

@@ -589,6 +589,59 @@ async fn generated_columns_left_out_and_multidimensional_arrays_refused() {
         .unwrap();
     assert_eq!(flat.trim(), "0");
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    // A restart finds the publication as it wants it (PostgreSQL lists the
+    // generated column among the published ones, but never sends it).
+    let mut again = p.spawn(&[]);
+    db.client
+        .batch_execute("INSERT INTO orders (id, qty, price) VALUES (200, 2, 2)")
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, qty::text FROM orders",
+        &format!(
+            "SELECT toString(id), toString(qty) FROM `{}`.orders FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(terminate(&mut again, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_with_another_column_list_is_an_error() {
+    let db = fresh_db("e2e_pub_cols").await;
+    let mut p = TestPipeline::new(&db.url, &["public.t"], "");
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY, a text, b text);
+             CREATE PUBLICATION \"{}\" FOR TABLE t (id, a);",
+            p.name
+        ))
+        .await
+        .unwrap();
+    let mut sluice = p.spawn(&[]);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = sluice.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "sluice kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = p.last_log();
+    assert!(
+        log.contains("publishes public.t with other columns or another row filter")
+            && log.contains("sluice resync"),
+        "{}",
+        tail(&log, 20)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

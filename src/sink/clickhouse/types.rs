@@ -394,4 +394,33 @@ mod tests {
             Reconcile::Incompatible(_)
         ));
     }
+
+    #[test]
+    fn defaults_of_added_columns() {
+        let col = |dt: DataType, d: AddedDefault| ColumnInfo {
+            name: "c".into(),
+            source_type: "x".into(),
+            logical: crate::core::LogicalType::from_arrow(&dt),
+            data_type: dt,
+            is_key: false,
+            nullable: true,
+            added_default: d,
+        };
+        let plan =
+            |dt, d| plan_column(0, &col(dt, d), JsonType::String, &ServerCaps::classic()).on_add;
+        let k = |s: &str| AddedDefault::Constant(s.into());
+        assert_eq!(plan(DataType::Int32, AddedDefault::Null), Ok(None));
+        assert_eq!(
+            plan(DataType::Int32, k("42")),
+            Ok(Some("CAST('42', 'Nullable(Int32)')".into()))
+        );
+        assert_eq!(plan(DataType::Utf8, k("it's")), Ok(Some("'it\\'s'".into())));
+        assert_eq!(plan(DataType::Boolean, k("t")), Ok(Some("true".into())));
+        assert!(plan(DataType::Int32, k("1); DROP TABLE x")).is_err());
+        assert!(plan(DataType::Int32, AddedDefault::PerRow)
+            .unwrap_err()
+            .contains("resync"));
+        let list = DataType::new_list(DataType::Int32, true);
+        assert!(plan(list, k("{1,2}")).unwrap_err().contains("cannot give"));
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use super::catalog::{key_columns, server_settings, table_info};
+use super::catalog::{generated_columns, key_columns, server_settings, table_columns, table_info};
 use crate::config::{quote_ident, TableName, TablePublish};
 use crate::source::error::SourceError;
 
@@ -106,18 +106,20 @@ async fn check_publish_specs(
     publish: &BTreeMap<TableName, TablePublish>,
     existing: &[TableName],
 ) -> Result<(), SourceError> {
-    if publish.is_empty() {
-        return Ok(());
-    }
     let settings = server_settings(c).await?;
     if settings.version_num < 150000 {
-        return Err(SourceError::NotReady(format!(
-            "source.postgres.publish needs PostgreSQL 15 or later (column lists and row filters of publications); the server is {}",
-            settings.version
-        )));
+        if !publish.is_empty() {
+            return Err(SourceError::NotReady(format!(
+                "source.postgres.publish needs PostgreSQL 15 or later (column lists and row filters of publications); the server is {}",
+                settings.version
+            )));
+        }
+        // Before 15 a publication has neither.
+        return Ok(());
     }
+    let no_spec = TablePublish::default();
     for t in tables {
-        let Some(spec) = publish.get(t) else { continue };
+        let spec = publish.get(t).unwrap_or(&no_spec);
         let Some(info) = table_info(c, t).await? else {
             continue;
         };
@@ -151,18 +153,29 @@ async fn check_publish_specs(
         let Some(row) = row else { continue };
         let published: Vec<String> = row.get(0);
         let has_filter: bool = row.get(1);
-        let columns_differ = spec.columns.as_ref().is_some_and(|cols| {
-            let mut a = cols.clone();
-            let mut b = published.clone();
-            a.sort();
-            b.sort();
-            a != b
-        });
+        // Without a configured list, every (non-generated) column.
+        let mut want = match &spec.columns {
+            Some(cols) => cols.clone(),
+            None => table_columns(c, t)
+                .await?
+                .into_iter()
+                .map(|col| col.name)
+                .collect(),
+        };
+        // (PostgreSQL lists generated columns too, which it never sends.)
+        let generated = generated_columns(c, info.oid).await?;
+        let mut have: Vec<String> = published
+            .into_iter()
+            .filter(|col| !generated.contains(col))
+            .collect();
+        want.sort();
+        have.sort();
+        let columns_differ = want != have;
         if columns_differ || has_filter != spec.row_filter.is_some() {
             return Err(SourceError::Publication {
                 publication: name.to_owned(),
                 problem: format!(
-                    "publishes {t} with other columns or another row filter than source.postgres.publish says; change it (ALTER PUBLICATION {} SET TABLE ...), then `sluice resync` the table",
+                    "publishes {t} with other columns or another row filter than the config says (source.postgres.publish; none there: all columns, every row); change it (ALTER PUBLICATION {} SET TABLE ...), then `sluice resync` the table",
                     quote_ident(name)
                 ),
             });
