@@ -192,6 +192,22 @@ async fn polled_tables_survive_kills_and_late_commits() {
     assert!(late_rows >= 3, "late commits are in ClickHouse");
     assert!(deleted > 0, "the load soft-deleted rows");
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    // `status` shows each table's lifecycle and saved cursor.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["status", "-c"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for t in ["public.items", "public.counters"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("table {t}: streaming, cursor "))
+                    && !l.contains("none yet")),
+            "{text}"
+        );
+    }
 }
 
 /// `sluice check` on a polled source: columns, cursor type, and the index.
