@@ -268,13 +268,31 @@ async fn ch_sorted(sql: &str) -> Vec<String> {
     lines
 }
 
+/// Drops a ClickHouse database when the test ends, also when it fails.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS `{}`", self.0);
+        // Its own runtime: drop may run inside the test's (panicking) one.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(ch_exec(&sql))
+        })
+        .join();
+    }
+}
+
 /// A ClickHouse table polled into another ClickHouse database: a
 /// timestamp-cursor table with updates and soft deletes and an append-only
-/// integer-cursor table, inserts during polling, SIGKILLs; equal at the end.
+/// integer-cursor table (with a lookback window), inserts during polling,
+/// SIGKILLs; equal at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_tables_polled_into_clickhouse_survive_kills() {
     let src = unique_name("pollsrc");
     ch_exec(&format!("CREATE DATABASE `{src}`")).await;
+    let _source_db = DropDatabase(src.clone());
     ch_exec(&format!(
         "CREATE TABLE `{src}`.events (id UInt64, v Int32, note String, deleted UInt8,
              updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY id"
@@ -308,6 +326,8 @@ deleted = "deleted"
 [[source.poll.tables]]
 table = "{src}.log"
 cursor = "seq"
+# Re-read on every poll: harmless, the versions are the same.
+lookback = 50
 "#
     );
     let mut p = TestPipeline::with_source(|_| source, "", &ch_url);
@@ -414,5 +434,4 @@ cursor = "seq"
         inserts.load(Ordering::Relaxed)
     );
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
-    ch_exec(&format!("DROP DATABASE `{src}`")).await;
 }
