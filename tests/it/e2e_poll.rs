@@ -259,6 +259,24 @@ async fn check_reports_cursor_index_and_bad_columns() {
         text.contains("cursor column \"seq\" does not exist"),
         "{text}"
     );
+
+    // A role without SELECT and without pg_read_all_stats: both named.
+    let user = unique_name("pollro");
+    let admin = connect(&servers().pg_url).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {user} LOGIN"))
+        .await
+        .unwrap();
+    let url = url_with(&servers().pg_url, &db.name, Some((&user, None)));
+    let p = TestPipeline::with_source(|_| poll_source(&url), "", &servers().clickhouse_url);
+    let (ok, text) = run(&p);
+    let _ = admin.batch_execute(&format!("DROP ROLE {user}")).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("GRANT pg_read_all_stats TO \"{user}\"")),
+        "{text}"
+    );
+    assert!(text.contains("may not SELECT from it"), "{text}");
 }
 
 /// Rows of a ClickHouse query as sorted TSV lines.
