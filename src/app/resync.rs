@@ -29,7 +29,7 @@ pub enum ResyncError {
 pub async fn resync(config: &Config, names: &[String]) -> Result<Vec<String>, ResyncError> {
     let Some(pg) = config.source.postgres() else {
         return Err(ResyncError::Usage(
-            "resync is for [source.postgres]; a polled table is read again by clearing its pipeline's checkpoint".into(),
+            "resync is for [source.postgres]; to read polled tables again, stop sluice and remove the pipeline's checkpoint (re-read rows keep their versions)".into(),
         ));
     };
     if names.is_empty() {

@@ -192,6 +192,22 @@ async fn polled_tables_survive_kills_and_late_commits() {
     assert!(late_rows >= 3, "late commits are in ClickHouse");
     assert!(deleted > 0, "the load soft-deleted rows");
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    // `status` shows each table's lifecycle and saved cursor.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["status", "-c"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for t in ["public.items", "public.counters"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("table {t}: streaming, cursor "))
+                    && !l.contains("none yet")),
+            "{text}"
+        );
+    }
 }
 
 /// `sluice check` on a polled source: columns, cursor type, and the index.
@@ -243,6 +259,24 @@ async fn check_reports_cursor_index_and_bad_columns() {
         text.contains("cursor column \"seq\" does not exist"),
         "{text}"
     );
+
+    // A role without SELECT and without pg_read_all_stats: both named.
+    let user = unique_name("pollro");
+    let admin = connect(&servers().pg_url).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {user} LOGIN"))
+        .await
+        .unwrap();
+    let url = url_with(&servers().pg_url, &db.name, Some((&user, None)));
+    let p = TestPipeline::with_source(|_| poll_source(&url), "", &servers().clickhouse_url);
+    let (ok, text) = run(&p);
+    let _ = admin.batch_execute(&format!("DROP ROLE {user}")).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("GRANT pg_read_all_stats TO \"{user}\"")),
+        "{text}"
+    );
+    assert!(text.contains("may not SELECT from it"), "{text}");
 }
 
 /// Rows of a ClickHouse query as sorted TSV lines.
@@ -252,13 +286,31 @@ async fn ch_sorted(sql: &str) -> Vec<String> {
     lines
 }
 
+/// Drops a ClickHouse database when the test ends, also when it fails.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS `{}`", self.0);
+        // Its own runtime: drop may run inside the test's (panicking) one.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(ch_exec(&sql))
+        })
+        .join();
+    }
+}
+
 /// A ClickHouse table polled into another ClickHouse database: a
 /// timestamp-cursor table with updates and soft deletes and an append-only
-/// integer-cursor table, inserts during polling, SIGKILLs; equal at the end.
+/// integer-cursor table (with a lookback window), inserts during polling,
+/// SIGKILLs; equal at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_tables_polled_into_clickhouse_survive_kills() {
     let src = unique_name("pollsrc");
     ch_exec(&format!("CREATE DATABASE `{src}`")).await;
+    let _source_db = DropDatabase(src.clone());
     ch_exec(&format!(
         "CREATE TABLE `{src}`.events (id UInt64, v Int32, note String, deleted UInt8,
              updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY id"
@@ -292,6 +344,8 @@ deleted = "deleted"
 [[source.poll.tables]]
 table = "{src}.log"
 cursor = "seq"
+# Re-read on every poll: harmless, the versions are the same.
+lookback = 50
 "#
     );
     let mut p = TestPipeline::with_source(|_| source.clone(), "", &ch_url);
@@ -398,5 +452,4 @@ cursor = "seq"
         inserts.load(Ordering::Relaxed)
     );
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
-    ch_exec(&format!("DROP DATABASE `{src}`")).await;
 }

@@ -399,6 +399,10 @@ impl ChPoller {
                 "max_block_size",
                 self.batch.max_rows.clamp(1, 65_536).to_string(),
             )
+            .with_setting(
+                "preferred_block_size_bytes",
+                self.batch.max_bytes.to_string(),
+            )
             .query(&sql)
             .fetch_bytes("ArrowStream")
             .map_err(|e| self.conn.error(Some(&name), e))?;

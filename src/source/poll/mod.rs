@@ -336,7 +336,7 @@ impl Copier for PollCopier {
     async fn plan(&self, table: &TableName) -> Result<Vec<SnapshotUnit>, SourceError> {
         Err(SourceError::TableData {
             table: table.clone(),
-            message: "a polled table is not copied apart from its polls; to read it again, stop sluice and remove its cursor (a new pipeline.name)".into(),
+            message: "a polled table is not copied apart from its polls; to read every table again, stop sluice and remove the pipeline's checkpoint (re-read rows keep their versions)".into(),
         })
     }
 

@@ -408,6 +408,25 @@ pub async fn healthcheck(conn: &PgConnInfo, tables: &[PollTable]) -> Report {
                 }
             }
         }
+        match client
+            .query_one(
+                "SELECT has_table_privilege(to_regclass($1), 'SELECT')",
+                &[&t.table.quoted()],
+            )
+            .await
+        {
+            Ok(row) if row.get::<_, Option<bool>>(0) != Some(false) => {}
+            Ok(_) => r.fail(
+                &subject,
+                format!(
+                    "user \"{}\" may not SELECT from it: GRANT SELECT ON {} TO \"{}\"",
+                    conn.user,
+                    t.table.quoted(),
+                    conn.user
+                ),
+            ),
+            Err(e) => r.fail(&subject, e.to_string()),
+        }
         match cursor_indexed(&client, &t.table, &t.cursor).await {
             Ok(true) => r.ok(&subject, format!("an index leads with \"{}\"", t.cursor)),
             Ok(false) => r.ok(
