@@ -14,13 +14,17 @@ use crate::source::postgres::PgSource;
 use crate::source::Source;
 use crate::state::{sidecar, SledStore};
 
+/// How long `run` waits for the state database while another process
+/// (a `sluice status`) has it open.
+const STATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the configured pipeline until `shutdown` is cancelled or a fatal error.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), PipelineError> {
     let state_path = config.pipeline.checkpoint_path();
     let opts = options(&config, config.source.tables(), false);
     let (tx, rx) = mpsc::channel(16);
     let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
-    let store = SledStore::open(&state_path)?;
+    let store = SledStore::open_waiting(&state_path, STATE_LOCK_WAIT).await?;
     let monitor_stop = shutdown.child_token();
     // The slot and WAL monitor; a polled source has no slot.
     let monitor = config.source.postgres().map(|pg| {
@@ -87,7 +91,7 @@ pub async fn snapshot(
     let mut opts = options(&config, tables, true);
     opts.status_file = Some(sidecar::path(&path));
     let (_tx, rx) = mpsc::channel(1);
-    let store = SledStore::open(&path)?;
+    let store = SledStore::open_waiting(&path, STATE_LOCK_WAIT).await?;
     run_with(&config, store, opts, rx, shutdown.clone()).await?;
     if !shutdown.is_cancelled() {
         // Done: the next `sluice snapshot` copies afresh.

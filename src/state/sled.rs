@@ -33,6 +33,35 @@ impl SledStore {
         Ok(SledStore { db })
     }
 
+    /// [`SledStore::open`], waiting up to `wait` while another process
+    /// holds the lock: `sluice status` opens the database for a moment, and
+    /// a `run` starting at that moment must not fail for it.
+    pub async fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<Self, StateError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(path) {
+                Err(StateError::Open {
+                    source: sled::Error::Io(e),
+                    ..
+                }) if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StateError::Open {
+                            path: path.display().to_string(),
+                            source: sled::Error::Io(std::io::Error::new(
+                                e.kind(),
+                                format!("{e} (held by another sluice process for {wait:?}: is `sluice run` already running with this config?)"),
+                            )),
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn load_legacy<P: Position>(&self) -> Result<Option<PipelineState<P>>, StateError> {
         let Some(bytes) = self.db.get(LEGACY_KEY)? else {
             return Ok(None);
@@ -118,6 +147,26 @@ mod tests {
 
     fn identity() -> crate::core::SourceIdentity {
         [("system_id".to_string(), "42".to_string())].into()
+    }
+
+    #[tokio::test]
+    async fn a_run_waits_for_a_status_that_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held");
+        let held = SledStore::open(&path).unwrap();
+        let e = SledStore::open_waiting(&path, std::time::Duration::from_millis(300))
+            .await
+            .err()
+            .expect("the lock is held");
+        assert!(e.to_string().contains("already running"), "{e}");
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            drop(held);
+        });
+        SledStore::open_waiting(&path, std::time::Duration::from_secs(10))
+            .await
+            .expect("opened once the lock was released");
+        release.await.unwrap();
     }
 
     #[test]
