@@ -611,6 +611,56 @@ async fn generated_columns_left_out_and_multidimensional_arrays_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_multidimensional_arrays_arrive_as_their_exact_text() {
+    let db = fresh_db("e2e_ndim").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE matrix (id int PRIMARY KEY, m int[][], words text[][], flat int[]);
+             INSERT INTO matrix VALUES
+               (1, '{{1,2},{3,4}}', '{{\"a b\",NULL},{\"c,d\",e}}', '{1,2}'),
+               (2, '{}', NULL, NULL),
+               (3, '{5,6}', '{{x}}', '{}');",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.matrix"], "");
+    let mut sluice = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    db.client
+        .batch_execute(
+            "INSERT INTO matrix VALUES (4, '{{{1},{2}},{{3},{4}}}', '{{\"x y\"}}', '{7}');
+             UPDATE matrix SET m = '{{9,8},{7,6}}' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, coalesce(m::text, 'null'), coalesce(words::text, 'null'), coalesce(array_to_string(flat, ','), 'null') FROM matrix",
+        &format!(
+            "SELECT toString(id), ifNull(m, 'null'), ifNull(words, 'null'), if(flat_is_null = 1, 'null', arrayStringConcat(arrayMap(x -> toString(x), flat), ',')) FROM `{}`.matrix FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(60),
+    )
+    .await;
+    // Declared multi-dimensional: text; declared one-dimensional: a list.
+    let (_, types) = ch_layout(&p, "matrix").await;
+    assert!(types.iter().any(|t| t == "m Nullable(String)"), "{types:?}");
+    assert!(
+        types.iter().any(|t| t.starts_with("flat Array(")),
+        "{types:?}"
+    );
+    let log = p.last_log();
+    assert!(
+        log.contains("multi-dimensional int4 array"),
+        "{}",
+        tail(&log, 20)
+    );
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publication_with_another_column_list_is_an_error() {
     let db = fresh_db("e2e_pub_cols").await;
     let mut p = TestPipeline::new(&db.url, &["public.t"], "");

@@ -32,6 +32,8 @@ pub struct CatalogCache {
     pub keys: HashMap<u32, HashSet<String>>,
     /// Per table OID, what rows older than a column hold in it.
     pub defaults: HashMap<u32, HashMap<String, AddedDefault>>,
+    /// Per table OID, array columns declared with several dimensions.
+    pub multi_dim: HashMap<u32, HashSet<String>>,
 }
 
 struct Relation {
@@ -195,6 +197,7 @@ impl Assembler {
         let not_null = catalog.not_null.get(&body.rel_id);
         let keys = catalog.keys.get(&body.rel_id);
         let defaults = catalog.defaults.get(&body.rel_id);
+        let multi_dim = catalog.multi_dim.get(&body.rel_id);
         let table = TableName::new(body.namespace.clone(), body.name.clone());
         if !self.tables.contains(&table) {
             self.relations.remove(&body.rel_id);
@@ -211,6 +214,7 @@ impl Assembler {
                 .and_then(|d| d.get(&c.name))
                 .cloned()
                 .unwrap_or_default(),
+            multi_dim: multi_dim.is_some_and(|m| m.contains(&c.name)),
         });
         let full = body.replica_identity == ReplicaIdentity::Full;
         let (shape, mappings) = describe_table(

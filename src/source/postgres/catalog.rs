@@ -505,6 +505,23 @@ pub async fn resolve_types(
 }
 
 /// The NOT NULL columns of a table (by OID).
+/// Array columns declared with several dimensions (`int[][]`): replicated
+/// as their exact text, since a list would flatten them.
+pub async fn multi_dim_columns(
+    c: &Client,
+    rel_id: u32,
+) -> Result<std::collections::HashSet<String>, SourceError> {
+    let rows = c
+        .query(
+            "SELECT attname::text FROM pg_attribute
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attndims > 1",
+            &[&rel_id],
+        )
+        .await
+        .map_err(|e| SourceError::catalog("reading array dimensions", e))?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
 pub async fn not_null_columns(
     c: &Client,
     rel_id: u32,
@@ -616,6 +633,8 @@ pub struct TableColumn {
     pub not_null: bool,
     /// Part of the table's key (see [`KEY_INDEX`]).
     pub is_key: bool,
+    /// An array column declared with several dimensions (`int[][]`).
+    pub multi_dim: bool,
 }
 
 /// The published columns of a table in attnum order (generated columns
@@ -626,7 +645,8 @@ pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>
             &format!(
                 "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
                         a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i
-                                                 WHERE {KEY_INDEX} LIMIT 1), '{{}}'))
+                                                 WHERE {KEY_INDEX} LIMIT 1), '{{}}')),
+                        a.attndims > 1
                  FROM pg_attribute a
                  JOIN pg_class c ON c.oid = a.attrelid
                  JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -646,6 +666,7 @@ pub async fn table_columns(c: &Client, t: &TableName) -> Result<Vec<TableColumn>
             typmod: r.get(2),
             not_null: r.get(3),
             is_key: r.get(4),
+            multi_dim: r.get(5),
         })
         .collect())
 }

@@ -13,7 +13,7 @@ use super::catalog;
 use super::lsn::Lsn;
 use super::replication::{CreatedSlot, ReplicationConnection, SlotSnapshot};
 use super::types::TypeCache;
-use super::types::{arrow_type, oid, ArrowMapping, PgType, PgTypeKind, TypeOptions};
+use super::types::{arrow_type, oid, ArrowMapping, DecoderKind, PgType, PgTypeKind, TypeOptions};
 use crate::config::{PostgresSourceConfig, TableName, UnconstrainedNumeric};
 use crate::core::meta::is_reserved_column;
 use crate::core::{AddedDefault, ColumnInfo, LogicalType, TableShape};
@@ -38,6 +38,8 @@ pub struct ColumnSpec<'a> {
     pub is_key: bool,
     pub not_null: bool,
     pub added_default: AddedDefault,
+    /// Declared with several dimensions (`int[][]`): kept as exact text.
+    pub multi_dim: bool,
 }
 
 /// A table's shape and Arrow mappings from its columns. `before_images`:
@@ -70,9 +72,16 @@ pub fn describe_table<'a>(
         if let PgTypeKind::Array { element } = &mut ty.kind {
             element.typmod = col.typmod;
         }
-        let mapping = arrow_type(&ty, options).map_err(|e| {
-            SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
-        })?;
+        let mapping = if col.multi_dim && matches!(ty.kind, PgTypeKind::Array { .. }) {
+            // One list per value would flatten the shape: the exact text
+            // (`{{1,2},{3,4}}`) keeps it.
+            ty.kind = PgTypeKind::Other;
+            multi_dim_as_text(&ty)
+        } else {
+            arrow_type(&ty, options).map_err(|e| {
+                SourceError::NotReady(format!("table {table}, column \"{}\": {e}", col.name))
+            })?
+        };
         if let Some(w) = &mapping.warning {
             if warned.insert(format!("{table}.{}", col.name)) {
                 tracing::warn!(table = %table, column = %col.name, "{w}");
@@ -95,6 +104,20 @@ pub fn describe_table<'a>(
         before_images,
     });
     Ok((shape, mappings))
+}
+
+/// A multi-dimensional array column: its PostgreSQL text form, exactly.
+fn multi_dim_as_text(t: &PgType) -> ArrowMapping {
+    ArrowMapping {
+        data_type: DataType::Utf8,
+        decoder: DecoderKind::TextOnly,
+        needs_text_format: true,
+        warning: Some(format!(
+            "declared as a multi-dimensional {} array: replicated as its exact text form (e.g. {{{{1,2}},{{3,4}}}}), not as a list",
+            t.name.trim_start_matches('_')
+        )),
+        pg_type: t.name.clone(),
+    }
 }
 
 /// What a PostgreSQL type means, beyond its Arrow carrier: JSON and enums
@@ -155,6 +178,7 @@ pub async fn describe(
         is_key: c.is_key,
         // A copy writes every row: nothing is left to a default.
         added_default: AddedDefault::Null,
+        multi_dim: c.multi_dim,
     });
     let (shape, mappings) =
         describe_table(table, full, specs, types, options, &mut HashSet::new())?;

@@ -354,6 +354,8 @@ impl Session {
             }
             let not_null = catalog::not_null_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.not_null.insert(body.rel_id, not_null);
+            let multi_dim = catalog::multi_dim_columns(&self.catalog, body.rel_id).await?;
+            self.catalog_cache.multi_dim.insert(body.rel_id, multi_dim);
             let keys = catalog::key_columns(&self.catalog, body.rel_id).await?;
             self.catalog_cache.keys.insert(body.rel_id, keys);
             if !self.catalog_cache.defaults.contains_key(&body.rel_id) {

@@ -42,10 +42,11 @@
 //!   PostgreSQL value maps onto these (PG's finite ranges are far inside them).
 //! * **Arrays.** PostgreSQL does not declare array dimensions. A one-dimensional array
 //!   becomes one list; an empty array (`{}`, ndim 0) an empty list, distinct from NULL.
-//!   A multi-dimensional array is **refused** (a value error, which stops the
+//!   A multi-dimensional value is **refused** (a value error, which stops the
 //!   table with the reason): one list cannot hold its shape, and flattening
 //!   (`{{1,2},{3,4}}` -> `[1,2,3,4]`) would change the value. Lower bounds
-//!   are not kept.
+//!   are not kept. (Columns *declared* multi-dimensional never get here:
+//!   `setup::describe_table` maps them to their exact text.)
 //! * **money** is the raw i64 amount in minor units (the binary form, independent of
 //!   `lc_monetary`) as `Decimal128(19, s)`, `s` = [`TypeOptions::money_scale`] (default 2,
 //!   right for most locales). 19 digits, so every i64 fits. Text-format money is parsed
