@@ -18,6 +18,10 @@ pub const AUDIT_PG: &str = "SELECT id::text, n::text, md5(payload) FROM audit";
 pub const BIG: &str =
     "(SELECT string_agg(md5(random()::text || x), '') FROM generate_series(1, 200) x)";
 
+/// A test consumer that reads nothing new for this long (while the tables
+/// differ) is replaced by a fresh one (see `ChangeLog::reopen`).
+const STALLED_READER: Duration = Duration::from_secs(8);
+
 /// Polls the topics until the rebuilt tables equal PostgreSQL (compared
 /// through `md5` for the big texts, so the consumer hashes them too).
 pub async fn wait_kafka_equal(
@@ -28,8 +32,17 @@ pub async fn wait_kafka_equal(
     timeout: Duration,
 ) {
     let start = Instant::now();
+    let mut progress = (log.counts.messages, Instant::now());
     loop {
         log.poll_for(Duration::from_millis(500));
+        if log.counts.messages != progress.0 {
+            progress = (log.counts.messages, Instant::now());
+        } else if progress.1.elapsed() > STALLED_READER {
+            eprintln!("the test consumer made no progress for {STALLED_READER:?}: reading the topics again");
+            log.reopen();
+            progress = (0, Instant::now());
+            continue;
+        }
         let mut diff = None;
         for (table, sql, columns) in checks {
             let mut expected = pg_tsv(pg, sql).await;
@@ -309,7 +322,14 @@ async fn one_shot_snapshot_sends_read_events_from_parallel_writers() {
     let topics: Vec<String> = TABLES.iter().map(|t| p.topic(t)).collect();
     let mut log = ChangeLog::open(&servers().kafka_brokers, &topics);
     // Every row was acknowledged before `sluice snapshot` exited.
-    wait_kafka_equal(&p, &mut log, &db.client, &checks(), Duration::from_secs(30)).await;
+    wait_kafka_equal(
+        &p,
+        &mut log,
+        &db.client,
+        &checks(),
+        Duration::from_secs(120),
+    )
+    .await;
     let c = log.counts.clone();
     assert_eq!(c.ops.get("r").copied(), Some(20000 + 3000 + 5), "{c:?}");
     assert_eq!(c.ops.len(), 1, "only snapshot reads: {c:?}");

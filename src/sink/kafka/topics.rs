@@ -27,7 +27,7 @@ pub struct Topics {
     admin: Arc<AdminClient<DefaultClientContext>>,
     known: Arc<Mutex<HashMap<String, i32>>>,
     /// One creation at a time: parallel writers (forks) meeting a new topic
-    /// must not create it twice (a broker may answer both with success).
+    /// create it once.
     creating: Arc<tokio::sync::Mutex<()>>,
     partitions: i32,
     replication_factor: i32,
