@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -95,4 +95,114 @@ async fn polled_tables_into_kafka_survive_kills() {
         assert!(!c.ops.contains_key(op), "{c:?}");
     }
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
+}
+
+/// Kills a `sluice` process the test started if the test fails first.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `configs/poll_pg_to_kafka.toml` as shipped: `check` passes, and `run`
+/// delivers inserts, a cursor-bumping update and a soft delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_poll_to_kafka_config_runs_against_the_test_broker() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let db = fresh_db("pollkafka_cfg").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2),
+                 deleted_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE INDEX ON orders (updated_at);
+             CREATE SEQUENCE customers_seq;
+             CREATE TABLE customers (id int PRIMARY KEY, name text,
+                 seq bigint NOT NULL DEFAULT nextval('customers_seq'));
+             CREATE INDEX ON customers (seq);
+             INSERT INTO customers (id, name) SELECT g, 'c' || g FROM generate_series(1, 20) g;
+             INSERT INTO orders (id, amount) SELECT g, g * 2.5 FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let brokers = servers().kafka_brokers.clone();
+    let topics = ["shop_polled.public.orders", "shop_polled.public.customers"].map(String::from);
+    // Topics of an earlier run of this test would replay its events.
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
+
+    let dir = std::env::temp_dir().join(unique_name("pollkafka_cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = repo_root().join("configs/poll_pg_to_kafka.toml");
+    let sluice = |cmd: &str| {
+        let mut c = std::process::Command::new(sluice_bin());
+        c.args([cmd, "-c"])
+            .arg(&config)
+            .current_dir(&dir)
+            .env("SHOP_PG_URL", &db.url)
+            .env("KAFKA_BROKERS", &brokers)
+            .env("RUST_LOG", "info");
+        c
+    };
+    let check = sluice("check").output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("hard deletes are invisible"), "{text}");
+
+    let log_path = dir.join("run.log");
+    let mut run = Running(
+        sluice("run")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut log = ChangeLog::open(&brokers, &topics);
+    db.client
+        .batch_execute(
+            "INSERT INTO orders (id, amount) SELECT g, g FROM generate_series(51, 60) g;
+             UPDATE orders SET amount = 0, updated_at = now() WHERE id <= 5;
+             UPDATE orders SET deleted_at = now(), updated_at = now() WHERE id > 55;
+             UPDATE customers SET name = 'renamed', seq = nextval('customers_seq') WHERE id <= 5;",
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        log.poll_for(Duration::from_millis(500));
+        let mut orders = pg_tsv(
+            &db.client,
+            "SELECT id::text, amount::text FROM orders WHERE deleted_at IS NULL",
+        )
+        .await;
+        orders.sort();
+        let mut customers = pg_tsv(&db.client, "SELECT id::text, name FROM customers").await;
+        customers.sort();
+        if log.tsv(&topics[0], &["id", "amount"]) == orders
+            && log.tsv(&topics[1], &["id", "name"]) == customers
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the shipped config's pipeline did not deliver; log:\n{}",
+            tail(&std::fs::read_to_string(&log_path).unwrap_or_default(), 30)
+        );
+    }
+    assert_eq!(
+        log.counts.ops.get("d").copied(),
+        Some(5),
+        "{:?}",
+        log.counts
+    );
+    assert!(terminate(&mut run.0, Duration::from_secs(30)).success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
