@@ -285,7 +285,7 @@ async fn ch_sorted(sql: &str) -> Vec<String> {
 }
 
 /// Drops a ClickHouse database when the test ends, also when it fails.
-struct DropDatabase(String);
+pub struct DropDatabase(pub String);
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::e2e_kafka::wait_kafka_equal;
-use crate::e2e_poll::{late_commits, load, poll_source, SCHEMA};
+use crate::e2e_poll::{late_commits, load, poll_source, DropDatabase, SCHEMA};
 use crate::support::e2e::*;
 use crate::support::kafka::ChangeLog;
 use crate::support::*;
@@ -205,4 +205,126 @@ async fn shipped_poll_to_kafka_config_runs_against_the_test_broker() {
     );
     assert!(terminate(&mut run.0, Duration::from_secs(30)).success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A ClickHouse table polled into Kafka: inserts, updates (new versions of
+/// a key) and soft deletes during polling, SIGKILLs; the consumer's rebuilt
+/// table equals the source's live rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_table_polled_into_kafka_survives_kills() {
+    let src = unique_name("pollksrc");
+    ch_exec(&format!("CREATE DATABASE `{src}`")).await;
+    let _source_db = DropDatabase(src.clone());
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.events (id UInt64, v Int32, note String, deleted UInt8,
+             updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY id"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.events SELECT number, toInt32(number), 'start', 0, now64(6) FROM numbers(1, 500)"
+    ))
+    .await;
+    let ch_url = servers().clickhouse_url.clone();
+    let brokers = servers().kafka_brokers.clone();
+    let source = format!(
+        r#"[source.poll]
+kind = "clickhouse"
+url = "{ch_url}"
+interval = "200ms"
+settle_delay = "1s"
+
+[[source.poll.tables]]
+table = "{src}.events"
+cursor = "updated_at"
+deleted = "deleted"
+"#
+    );
+    let mut p = TestPipeline::with_parts(&|_| source.clone(), &|name| {
+        format!("[sink.kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{name}\"\n")
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserts = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (src, stop, inserts) = (src.clone(), stop.clone(), inserts.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (a, kind, n) = {
+                    let mut r = rand::thread_rng();
+                    (
+                        r.gen_range(1..700u64),
+                        r.gen_range(0..3),
+                        r.gen_range(1..20u64),
+                    )
+                };
+                let sql = match kind {
+                    0 => format!(
+                        "INSERT INTO `{src}`.events SELECT {a} * 1000 + number, 1, 'new', 0, now64(6) FROM numbers({n})"
+                    ),
+                    1 => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v + 1, 'upd', deleted, now64(6) FROM `{src}`.events FINAL WHERE id IN ({a}, {a} + 1)"
+                    ),
+                    _ => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v, 'del', 1 - deleted, now64(6) FROM `{src}`.events FINAL WHERE id = {a}"
+                    ),
+                };
+                ch_exec(&sql).await;
+                inserts.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    let mut kills = 0;
+    while kills < 4 {
+        let wait_ms = rand::thread_rng().gen_range(500..2000);
+        let mut child = p.spawn(&[]);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "sluice exited on its own: {status}\n{}",
+                tail(&p.last_log(), 40)
+            );
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        kills += 1;
+    }
+    let mut last = p.spawn(&[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+
+    let topic = p.topic(&format!("{src}.events"));
+    let mut log = ChangeLog::open(&servers().kafka_brokers, std::slice::from_ref(&topic));
+    let source_sql = format!("SELECT id, v, note FROM `{src}`.events FINAL WHERE deleted = 0");
+    let start = Instant::now();
+    loop {
+        log.poll_for(Duration::from_millis(500));
+        let mut expected = tsv_lines(&ch_query(&source_sql).await);
+        expected.sort();
+        let actual = log.tsv(&topic, &["id", "v", "note"]);
+        if actual == expected {
+            println!(
+                "clickhouse->kafka poll: {kills} kills, {} source inserts, {} rows equal; {:?}",
+                inserts.load(Ordering::Relaxed),
+                actual.len(),
+                log.counts
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not equal after 120 s: source {} rows, rebuilt {}\n{}",
+            expected.len(),
+            actual.len(),
+            tail(&p.last_log(), 30)
+        );
+    }
+    assert!(
+        log.counts.ops.get("d").copied().unwrap_or(0) > 0,
+        "{:?}",
+        log.counts
+    );
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
 }
