@@ -26,7 +26,7 @@ fn counters_ch(db: &str) -> String {
     format!("SELECT toString(id), toString(v), toString(seq) FROM `{db}`.counters FINAL WHERE _is_deleted = 0")
 }
 
-fn poll_source(url: &str) -> String {
+pub fn poll_source(url: &str) -> String {
     format!(
         r#"[source.poll]
 kind = "postgres"
@@ -45,8 +45,19 @@ cursor = "seq"
     )
 }
 
+/// Two polled tables: a timestamp cursor with soft deletes, a sequence cursor.
+pub const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text,
+         deleted boolean NOT NULL DEFAULT false,
+         updated_at timestamptz NOT NULL DEFAULT now());
+     CREATE INDEX ON items (updated_at);
+     CREATE SEQUENCE counter_seq;
+     CREATE TABLE counters (id bigint PRIMARY KEY, v int NOT NULL, seq bigint NOT NULL);
+     CREATE INDEX ON counters (seq);
+     INSERT INTO items (id, v, note) SELECT g, g, 'start' FROM generate_series(1, 600) g;
+     INSERT INTO counters SELECT g, g, nextval('counter_seq') FROM generate_series(1, 800) g;";
+
 /// Random short transactions until `stop`.
-async fn load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>) {
+pub async fn load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>) {
     let client = connect(&url).await;
     let mut next = 100_000;
     while !stop.load(Ordering::Relaxed) {
@@ -87,7 +98,7 @@ async fn load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>) {
 
 /// Transactions that take their cursor value early and commit late: an
 /// update with `now()` and a sequence value held past many poll intervals.
-async fn late_commits(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+pub async fn late_commits(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
     let client = connect(&url).await;
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -113,20 +124,7 @@ async fn late_commits(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polled_tables_survive_kills_and_late_commits() {
     let db = fresh_db("poll").await;
-    db.client
-        .batch_execute(
-            "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text,
-                 deleted boolean NOT NULL DEFAULT false,
-                 updated_at timestamptz NOT NULL DEFAULT now());
-             CREATE INDEX ON items (updated_at);
-             CREATE SEQUENCE counter_seq;
-             CREATE TABLE counters (id bigint PRIMARY KEY, v int NOT NULL, seq bigint NOT NULL);
-             CREATE INDEX ON counters (seq);
-             INSERT INTO items (id, v, note) SELECT g, g, 'start' FROM generate_series(1, 600) g;
-             INSERT INTO counters SELECT g, g, nextval('counter_seq') FROM generate_series(1, 800) g;",
-        )
-        .await
-        .unwrap();
+    db.client.batch_execute(SCHEMA).await.unwrap();
     let mut p = TestPipeline::with_source(|_| poll_source(&db.url), "", &servers().clickhouse_url);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,7 +285,7 @@ async fn ch_sorted(sql: &str) -> Vec<String> {
 }
 
 /// Drops a ClickHouse database when the test ends, also when it fails.
-struct DropDatabase(String);
+pub struct DropDatabase(pub String);
 
 impl Drop for DropDatabase {
     fn drop(&mut self) {
