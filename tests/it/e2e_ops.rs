@@ -203,11 +203,25 @@ async fn metrics_follow_a_loaded_run_lag_drops_with_the_heartbeat_and_a_failed_t
     // updates and deletes.
     let loader = {
         let url = db.url.clone();
+        let pid = sluice.id().to_string();
         tokio::spawn(async move {
             let c = connect(&url).await;
-            c.batch_execute("INSERT INTO good SELECT g, g FROM generate_series(101, 150100) g")
-                .await
-                .unwrap();
+            // sluice is frozen while the large transaction is written, so
+            // its next slot check (every 2 s) is sure to see the backlog
+            // however fast the machine drains it.
+            let signal = |sig: &str| {
+                let ok = std::process::Command::new("kill")
+                    .args([sig, &pid])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "kill {sig} {pid}");
+            };
+            signal("-STOP");
+            let big = c
+                .batch_execute("INSERT INTO good SELECT g, g FROM generate_series(101, 150100) g")
+                .await;
+            signal("-CONT");
+            big.unwrap();
             for i in 0..20 {
                 let lo = 200_000 + i * 100;
                 c.batch_execute(&format!(
