@@ -32,6 +32,26 @@ pub async fn run(
     if let Some(limit) = pg.max_retained_wal {
         metrics::gauge!(m::SLOT_RETAINED_WAL_LIMIT).set(limit as f64);
     }
+    // The sink probe runs on its own: a busy sink answers late, and the
+    // slot checks below must not wait for it.
+    if let Some(probe) = probe {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MONITOR_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let reachable = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    ok = probe() => ok,
+                };
+                live().set_sink_unreachable(!reachable);
+            }
+        });
+    }
     let mut tick = tokio::time::interval(MONITOR_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut client = None;
@@ -56,9 +76,6 @@ pub async fn run(
                     client = None;
                 }
             }
-        }
-        if let Some(probe) = &probe {
-            live().set_sink_unreachable(!probe().await);
         }
         metrics::gauge!(m::SPILL_BYTES).set(dir_bytes(&spill_dir) as f64);
         if let Some(rss) = process_rss() {
