@@ -2,6 +2,7 @@
 //! [`Config`]. Parsing is strict (`deny_unknown_fields`); validation is pure
 //! (environment lookups are injected) and names the key of every problem.
 
+mod checker;
 pub mod poll;
 mod validate;
 pub mod values;

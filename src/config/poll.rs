@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::{pg_conn_info_at, Checker};
+use super::checker::{pg_conn_info_at, Checker};
 use super::values::{ConfigDuration, TableName};
 use super::{PgConnInfo, DEFAULT_CONNECT_TIMEOUT};
 use crate::secret::Secret;

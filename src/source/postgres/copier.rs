@@ -401,7 +401,7 @@ impl Copier for PgCopier {
                 message: "the table has no key, so it is replicated as an exact multiset, which can only be copied at a new replication slot's snapshot; this copy is not (it was resumed after a restart, asked by a resync, or the table was added later). Give the table a primary key (or REPLICA IDENTITY USING INDEX) and resync, or start the pipeline anew (`sluice drop`, then `sluice run`)".into(),
             });
         }
-        Ok(reader.with_lease(lease))
+        Ok(reader.with_on_clean_end(move || lease.release()))
     }
 
     fn version(&self, at: &Lsn) -> u64 {

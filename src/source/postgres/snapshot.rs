@@ -131,8 +131,9 @@ pub struct SnapshotReader {
     meta: RowMeta,
     limits: BatchLimits,
     done: bool,
-    /// Returned to its pool once the COPY ended cleanly.
-    lease: Option<super::copier::Lease>,
+    /// Runs once the COPY ended cleanly (the copier returns the connection
+    /// to its pool).
+    on_clean_end: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl SnapshotReader {
@@ -204,7 +205,7 @@ impl SnapshotReader {
                 max_bytes: limits.max_bytes.max(1),
             },
             done: false,
-            lease: None,
+            on_clean_end: None,
         })
     }
 
@@ -214,9 +215,10 @@ impl SnapshotReader {
         self
     }
 
-    /// The connection goes back to `lease`'s pool when the COPY ends cleanly.
-    pub fn with_lease(mut self, lease: super::copier::Lease) -> Self {
-        self.lease = Some(lease);
+    /// `f` runs when the COPY ends cleanly (e.g. the connection goes back
+    /// to its pool); a failed or abandoned copy drops it instead.
+    pub fn with_on_clean_end(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_clean_end = Some(Box::new(f));
         self
     }
 
@@ -242,8 +244,8 @@ impl SnapshotReader {
                 }
                 None => {
                     self.done = true;
-                    if let Some(lease) = self.lease.take() {
-                        lease.release();
+                    if let Some(f) = self.on_clean_end.take() {
+                        f();
                     }
                     self.decoder.finish().map_err(|e| {
                         SourceError::Decode(format!("snapshot of {}: {e}", self.table))
