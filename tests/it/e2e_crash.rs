@@ -100,41 +100,11 @@ async fn killed_at_random_moments_ends_equal_row_for_row() {
     let txns = Arc::new(AtomicU64::new(0));
     let loader = tokio::spawn(load(db.url.clone(), stop.clone(), txns.clone()));
 
-    let mut kills = 0;
-    let mut failpoint_aborts = 0;
     let _ = first.kill();
     let _ = first.wait();
-    kills += 1;
-    while kills < KILLS {
-        let (wait_ms, use_failpoint, nth) = {
-            let mut r = rand::thread_rng();
-            (
-                r.gen_range(200..2500),
-                r.gen_bool(0.3),
-                r.gen_range(1..4).to_string(),
-            )
-        };
-        let env: Vec<(&str, &str)> = if use_failpoint {
-            vec![("SLUICE_CRASH_AFTER_SINK_WRITE", nth.as_str())]
-        } else {
-            Vec::new()
-        };
-        let mut child = p.spawn(&env);
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        match child.try_wait().unwrap() {
-            // The failpoint fired: aborted between sink write and checkpoint.
-            Some(status) if use_failpoint && !status.success() => failpoint_aborts += 1,
-            Some(status) => panic!(
-                "sluice exited on its own: {status}\n{}",
-                tail(&p.last_log(), 40)
-            ),
-            None => {
-                child.kill().unwrap();
-            }
-        }
-        let _ = child.wait();
-        kills += 1;
-    }
+    let kills = KILLS;
+    // Some runs abort by the failpoint, between sink write and checkpoint.
+    let failpoint_aborts = p.kill_or_abort_repeatedly(kills - 1, 200..2500, 0.3).await;
     stop.store(true, Ordering::Relaxed);
     loader.await.unwrap();
 

@@ -42,21 +42,8 @@ async fn polled_tables_into_kafka_survive_kills() {
     let loader = tokio::spawn(load(db.url.clone(), stop.clone(), txns.clone()));
     let slow = tokio::spawn(late_commits(db.url.clone(), stop.clone(), late.clone()));
 
-    let mut kills = 0;
-    while kills < KILLS {
-        let wait_ms = rand::thread_rng().gen_range(500..2500);
-        let mut child = p.spawn(&[]);
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "sluice exited on its own: {status}\n{}",
-                tail(&p.last_log(), 40)
-            );
-        }
-        child.kill().unwrap();
-        let _ = child.wait();
-        kills += 1;
-    }
+    let kills = KILLS;
+    p.kill_repeatedly(kills, 500..2500).await;
     let mut last = p.spawn(&[]);
     // Polling goes on under the load for a while after the last kill.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -284,21 +271,8 @@ deleted = "deleted"
         })
     };
 
-    let mut kills = 0;
-    while kills < 4 {
-        let wait_ms = rand::thread_rng().gen_range(500..2000);
-        let mut child = p.spawn(&[]);
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "sluice exited on its own: {status}\n{}",
-                tail(&p.last_log(), 40)
-            );
-        }
-        child.kill().unwrap();
-        let _ = child.wait();
-        kills += 1;
-    }
+    let kills = 4;
+    p.kill_repeatedly(kills, 500..2000).await;
     let mut last = p.spawn(&[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);

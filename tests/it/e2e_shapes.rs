@@ -178,7 +178,6 @@ async fn multiset_load(url: String, stop: Arc<AtomicBool>, txns: Arc<AtomicU64>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_table_is_an_exact_multiset_under_kills() {
-    use rand::Rng;
     let db = fresh_db("e2e_multiset").await;
     db.client
         .batch_execute(
@@ -210,31 +209,8 @@ async fn keyless_table_is_an_exact_multiset_under_kills() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let _ = first.kill();
     let _ = first.wait();
-    let mut kills = 1;
-    while kills < MULTISET_KILLS {
-        let (wait_ms, use_failpoint, nth) = {
-            let mut r = rand::thread_rng();
-            (
-                r.gen_range(300..2000),
-                r.gen_bool(0.3),
-                r.gen_range(1..4).to_string(),
-            )
-        };
-        let env: Vec<(&str, &str)> = if use_failpoint {
-            vec![("SLUICE_CRASH_AFTER_SINK_WRITE", nth.as_str())]
-        } else {
-            Vec::new()
-        };
-        let mut child = p.spawn(&env);
-        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        match child.try_wait().unwrap() {
-            Some(status) if use_failpoint && !status.success() => {}
-            Some(status) => panic!("sluice exited: {status}\n{}", tail(&p.last_log(), 40)),
-            None => child.kill().unwrap(),
-        }
-        let _ = child.wait();
-        kills += 1;
-    }
+    let kills = MULTISET_KILLS;
+    p.kill_or_abort_repeatedly(kills - 1, 300..2000, 0.3).await;
     stop.store(true, Ordering::Relaxed);
     let truncates = loader.await.unwrap();
     assert!(truncates > 0);

@@ -181,6 +181,53 @@ max_delay = "200ms"
         child
     }
 
+    /// `kills` times: starts `sluice run`, lets it work for a random time
+    /// in `wait_ms`, then kill -9s it. Fails if it exits on its own.
+    pub async fn kill_repeatedly(&mut self, kills: usize, wait_ms: std::ops::Range<u64>) {
+        self.kill_or_abort_repeatedly(kills, wait_ms, 0.0).await;
+    }
+
+    /// Like [`TestPipeline::kill_repeatedly`], but a run is started with
+    /// probability `failpoint` with `SLUICE_CRASH_AFTER_SINK_WRITE` set (it
+    /// aborts between a sink write and its checkpoint). Returns how many
+    /// runs ended by the failpoint.
+    pub async fn kill_or_abort_repeatedly(
+        &mut self,
+        kills: usize,
+        wait_ms: std::ops::Range<u64>,
+        failpoint: f64,
+    ) -> usize {
+        use rand::Rng;
+        let mut aborts = 0;
+        for _ in 0..kills {
+            let (wait, use_failpoint, nth) = {
+                let mut r = rand::thread_rng();
+                (
+                    r.gen_range(wait_ms.clone()),
+                    r.gen_bool(failpoint),
+                    r.gen_range(1..4).to_string(),
+                )
+            };
+            let env: Vec<(&str, &str)> = if use_failpoint {
+                vec![("SLUICE_CRASH_AFTER_SINK_WRITE", nth.as_str())]
+            } else {
+                Vec::new()
+            };
+            let mut child = self.spawn(&env);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            match child.try_wait().unwrap() {
+                Some(status) if use_failpoint && !status.success() => aborts += 1,
+                Some(status) => panic!(
+                    "sluice exited on its own: {status}\n{}",
+                    tail(&self.last_log(), 40)
+                ),
+                None => child.kill().unwrap(),
+            }
+            let _ = child.wait();
+        }
+        aborts
+    }
+
     pub fn log(&self, run: u32) -> String {
         std::fs::read_to_string(self.dir.join(format!("run-{run}.log"))).unwrap_or_default()
     }
