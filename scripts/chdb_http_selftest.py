@@ -275,6 +275,24 @@ def t_settings_per_query():
     assert q("SELECT getSetting('max_threads')") != b"1\n"
 
 
+def t_insert_settings_apply_to_that_insert_only():
+    # The front puts a request's settings into the INSERT itself.
+    q(f"CREATE TABLE {DB}.ins_settings (a UInt8, n UInt8 DEFAULT 7) ENGINE = MergeTree ORDER BY a")
+    q(f"INSERT INTO {DB}.ins_settings FORMAT TSV", body=b"1\t\\N\n",
+      params={"input_format_null_as_default": "1"})
+    st, _, _ = req(f"INSERT INTO {DB}.ins_settings FORMAT TSV", body=b"2\t\\N\n",
+                   params={"input_format_null_as_default": "0"})
+    eq(st, 400)  # cannot parse \N as UInt8
+    # A SETTINGS clause of its own is kept; the request's go the other way.
+    q(f"INSERT INTO {DB}.ins_settings SETTINGS input_format_null_as_default = 1 FORMAT TSV",
+      body=b"3\t\\N\n", params={"max_threads": "1"})
+    st, _, _ = req(f"INSERT INTO {DB}.ins_settings FORMAT TSV", body=b"4\t4\n", params={"no_such_setting_x": "1"})
+    eq(st, 404)
+    eq(q(f"SELECT a, n FROM {DB}.ins_settings ORDER BY a"), b"1\t7\n3\t7\n")
+    assert q("SELECT getSetting('input_format_null_as_default')") == b"true\n"
+    assert q("SELECT getSetting('max_threads')") != b"1\n"
+
+
 def t_session_id():
     sid = {"session_id": "selftest-" + uuid.uuid4().hex}
     q("SET max_threads = 1", params=sid)
@@ -662,7 +680,8 @@ if URL_CHECKS:
     tests += [t_ping, t_setup, t_select_default_format, t_query_in_body_and_url, t_database_param_and_header,
               t_jsoneachrow_roundtrip, t_insert_statement_in_body, t_arrowstream_reordered_types,
               t_rowbinary_positional, t_rowbinary_with_names_and_types, t_native_parquet_csv_tsv,
-              t_replacing_final_is_deleted, t_errors, t_settings_per_query, t_session_id,
+              t_replacing_final_is_deleted, t_errors, t_settings_per_query,
+              t_insert_settings_apply_to_that_insert_only, t_session_id,
               t_query_parameters, t_http_compression, t_chunked_and_keepalive, t_concurrent_inserts,
               t_auth_header_accepted, t_cleanup]
 if SPAWN:

@@ -18,6 +18,9 @@ pub const SNAPSHOT_ROWS: &str = "sluice_snapshot_rows_total";
 pub const SNAPSHOT_ROWS_ESTIMATED: &str = "sluice_snapshot_rows_estimated";
 /// Tables stopped (failed) by this process.
 pub const TABLE_FAILURES: &str = "sluice_table_failures_total";
+/// Source flushes that queued while the sink was busy and were applied
+/// together with the one before them.
+pub const FLUSHES_MERGED: &str = "sluice_flushes_merged_total";
 pub const SOURCE_RECONNECTS: &str = "sluice_source_reconnects_total";
 pub const FLUSH_SECONDS: &str = "sluice_flush_seconds";
 /// Kafka messages sent and not yet acknowledged while a flush waits for them.
@@ -106,6 +109,7 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
     (TABLE_FAILURES, "counter", "", "Tables stopped because they cannot be replicated"),
     (SOURCE_RECONNECTS, "counter", "", "Replication sessions restarted after a transient error"),
     (SOURCE_FLUSHES, "counter", "reason", "Micro-batches the source handed over, by why they left"),
+    (FLUSHES_MERGED, "counter", "", "Source micro-batches that queued while the sink was busy and were written together with the one before them"),
     (ROWS_WRITTEN, "counter", "", "Rows written to the sink (stream and copies)"),
     (FLUSHES, "counter", "", "Micro-batch flushes applied to the sink"),
     (SPILL_BYTES, "gauge", "", "Bytes of streamed transactions spilled to disk"),

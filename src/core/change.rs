@@ -143,6 +143,94 @@ impl<P> Flush<P> {
     pub fn retain_tables(&mut self, keep: impl Fn(&TableName) -> bool) -> usize {
         retain_tables(&mut self.items, keep)
     }
+
+    /// Appends the flush that came after this one: its items follow ours,
+    /// and its position and time (the later ones, when set) replace ours.
+    pub fn absorb(&mut self, later: Flush<P>) {
+        self.items.extend(later.items);
+        if later.position.is_some() {
+            self.position = later.position;
+        }
+        if later.source_time.is_some() {
+            self.source_time = later.source_time;
+        }
+    }
+
+    /// Joins each table's row batches into as few as possible; see
+    /// [`coalesce_rows`].
+    pub fn coalesce_rows(&mut self) {
+        self.items = coalesce_rows(std::mem::take(&mut self.items));
+    }
+}
+
+/// Joins each table's row batches of one shape into one batch, as long as
+/// no truncate of that table comes between them, so that a sink writes each
+/// table once per flush however many source flushes were merged into it.
+/// The order of a table's rows, and of its rows and its truncates, is kept;
+/// different tables' items may move relative to each other (sinks keep
+/// tables apart).
+pub fn coalesce_rows(items: Vec<SinkItem>) -> Vec<SinkItem> {
+    enum Slot {
+        Rows(Arc<TableShape>, Vec<RecordBatch>),
+        Truncate(Vec<TableName>, TruncateMeta),
+    }
+    let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
+    // Per table, the slot its next batch may join.
+    let mut open: std::collections::HashMap<TableName, usize> = std::collections::HashMap::new();
+    for item in items {
+        match item {
+            SinkItem::Rows(tb) => {
+                let joined = open
+                    .get(&tb.shape.table)
+                    .is_some_and(|&i| match &mut slots[i] {
+                        Slot::Rows(shape, batches)
+                            if (Arc::ptr_eq(shape, &tb.shape) || **shape == *tb.shape)
+                                && batches[0].schema() == tb.batch.schema() =>
+                        {
+                            batches.push(tb.batch.clone());
+                            true
+                        }
+                        _ => false,
+                    });
+                if !joined {
+                    open.insert(tb.shape.table.clone(), slots.len());
+                    slots.push(Slot::Rows(tb.shape, vec![tb.batch]));
+                }
+            }
+            SinkItem::Truncate(tables, meta) => {
+                for t in &tables {
+                    open.remove(t);
+                }
+                slots.push(Slot::Truncate(tables, meta));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot {
+            Slot::Truncate(tables, meta) => out.push(SinkItem::Truncate(tables, meta)),
+            Slot::Rows(shape, mut batches) if batches.len() == 1 => {
+                out.push(SinkItem::Rows(TableBatch {
+                    shape,
+                    batch: batches.pop().expect("one batch"),
+                }))
+            }
+            Slot::Rows(shape, batches) => {
+                match arrow::compute::concat_batches(&batches[0].schema(), &batches) {
+                    Ok(batch) => out.push(SinkItem::Rows(TableBatch { shape, batch })),
+                    // Equal schemas always concatenate; should one not,
+                    // the batches go as they came.
+                    Err(_) => out.extend(batches.into_iter().map(|batch| {
+                        SinkItem::Rows(TableBatch {
+                            shape: shape.clone(),
+                            batch,
+                        })
+                    })),
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Drops the items (or the parts of truncates) of tables `keep` rejects.
@@ -163,4 +251,135 @@ pub fn retain_tables(items: &mut Vec<SinkItem>, keep: impl Fn(&TableName) -> boo
         }
     });
     dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array};
+    use arrow::datatypes::{Field, Int64Type, Schema};
+
+    fn shape(name: &str) -> Arc<TableShape> {
+        Arc::new(TableShape {
+            table: TableName::new("public", name),
+            columns: vec![ColumnInfo {
+                name: "id".into(),
+                source_type: "bigint".into(),
+                logical: LogicalType::Int(64),
+                data_type: DataType::Int64,
+                is_key: true,
+                nullable: false,
+                added_default: AddedDefault::Null,
+            }],
+            before_images: false,
+        })
+    }
+
+    fn rows(shape: &Arc<TableShape>, ids: &[i64]) -> SinkItem {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap();
+        SinkItem::Rows(TableBatch {
+            shape: shape.clone(),
+            batch,
+        })
+    }
+
+    fn truncate(shape: &Arc<TableShape>) -> SinkItem {
+        SinkItem::Truncate(vec![shape.table.clone()], TruncateMeta::default())
+    }
+
+    /// Each item as (table, ids) or ("truncate", []).
+    fn describe(items: &[SinkItem]) -> Vec<(String, Vec<i64>)> {
+        items
+            .iter()
+            .map(|i| match i {
+                SinkItem::Rows(tb) => (
+                    tb.shape.table.name.clone(),
+                    tb.batch
+                        .column(0)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .to_vec(),
+                ),
+                SinkItem::Truncate(ts, _) => (format!("truncate {}", ts[0].name), vec![]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_flushes_write_each_table_once_in_order() {
+        let (a, b) = (shape("a"), shape("b"));
+        let mut first = Flush {
+            items: vec![rows(&a, &[1, 2]), rows(&b, &[10])],
+            position: Some(5u64),
+            source_time: Some(100),
+        };
+        let second = Flush {
+            items: vec![rows(&a, &[3]), rows(&b, &[11, 12])],
+            position: Some(9u64),
+            source_time: Some(200),
+        };
+        first.absorb(second);
+        first.absorb(Flush {
+            items: vec![rows(&a, &[4])],
+            position: None,
+            source_time: None,
+        });
+        first.coalesce_rows();
+        assert_eq!(first.position, Some(9));
+        assert_eq!(first.source_time, Some(200));
+        assert_eq!(
+            describe(&first.items),
+            vec![
+                ("a".to_string(), vec![1, 2, 3, 4]),
+                ("b".to_string(), vec![10, 11, 12])
+            ]
+        );
+        assert_eq!(first.rows(), 7);
+    }
+
+    #[test]
+    fn a_truncate_keeps_its_tables_rows_on_either_side() {
+        let (a, b) = (shape("a"), shape("b"));
+        let items = vec![
+            rows(&a, &[1]),
+            rows(&b, &[10]),
+            truncate(&a),
+            rows(&a, &[2]),
+            rows(&b, &[11]),
+            rows(&a, &[3]),
+        ];
+        assert_eq!(
+            describe(&coalesce_rows(items)),
+            vec![
+                ("a".to_string(), vec![1]),
+                ("b".to_string(), vec![10, 11]),
+                ("truncate a".to_string(), vec![]),
+                ("a".to_string(), vec![2, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn batches_of_different_shapes_stay_apart() {
+        let a = shape("a");
+        let mut wider = (*a).clone();
+        wider.columns.push(ColumnInfo {
+            name: "v".into(),
+            ..a.columns[0].clone()
+        });
+        let wider = Arc::new(wider);
+        let items = vec![rows(&a, &[1]), rows(&wider, &[2]), rows(&wider, &[3])];
+        let out = coalesce_rows(items);
+        assert_eq!(
+            describe(&out),
+            vec![("a".to_string(), vec![1]), ("a".to_string(), vec![2, 3])]
+        );
+        let SinkItem::Rows(tb) = &out[1] else {
+            panic!("rows")
+        };
+        assert!(Arc::ptr_eq(&tb.shape, &wider));
+        assert_eq!(tb.batch.column(0).len(), 2);
+    }
 }

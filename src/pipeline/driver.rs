@@ -54,6 +54,31 @@ async fn next_flush<P>(stream: &mut Option<StreamTask<P>>) -> Option<crate::core
     }
 }
 
+/// Takes the flushes that queued up behind `flush` while the sink was busy
+/// into it, while the rows stay within `limit`. The last one taken may pass
+/// the limit by its own size: it was already made, and waiting would not
+/// make it smaller.
+fn merge_queued<P>(
+    flush: &mut crate::core::Flush<P>,
+    queue: &mut mpsc::Receiver<crate::core::Flush<P>>,
+    limit: usize,
+) {
+    let mut merged = 0;
+    while flush.rows() < limit {
+        match queue.try_recv() {
+            Ok(next) => {
+                flush.absorb(next);
+                merged += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    if merged > 0 {
+        flush.coalesce_rows();
+        metrics::counter!(m::FLUSHES_MERGED).increment(merged);
+    }
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -165,7 +190,10 @@ where
                     }
                 },
                 f = next_flush(&mut stream) => match f {
-                    Some(flush) => {
+                    Some(mut flush) => {
+                        if let Some(s) = &mut stream {
+                            merge_queued(&mut flush, &mut s.flushes, self.opts.merge_rows);
+                        }
                         let acks = stream.as_ref().and_then(|s| s.acks.as_ref());
                         self.commit(flush, acks, held).await?;
                         backoff.reset();

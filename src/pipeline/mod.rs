@@ -95,6 +95,10 @@ pub struct PipelineOptions {
     /// When the source loses the saved position (an invalidated slot):
     /// start over and copy every table again, instead of stopping.
     pub resync_on_position_lost: bool,
+    /// Flushes that queued up while the sink was busy are applied as one
+    /// while their rows together stay within this (the batch's `max_rows`):
+    /// fewer, larger writes, and no flush waits behind a queue of small ones.
+    pub merge_rows: usize,
 }
 
 impl std::fmt::Debug for PipelineOptions {

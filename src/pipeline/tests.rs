@@ -293,6 +293,8 @@ fn options(tables: &[&str], initial_snapshot: bool) -> PipelineOptions {
         copy_only: false,
         progress: Arc::new(LogView),
         resync_on_position_lost: false,
+        // Most tests follow each scripted flush; merging has its own.
+        merge_rows: 0,
     }
 }
 
@@ -399,6 +401,46 @@ async fn sink_durable_then_state_saved_then_position_acknowledged() {
     let state: PipelineState<u64> = h.store.state().unwrap();
     assert_eq!(state.position, Some(30));
     assert_eq!(state.lifecycle(&table("a")), Lifecycle::Streaming);
+}
+
+#[tokio::test]
+async fn flushes_queued_behind_a_busy_sink_are_applied_as_one() {
+    let (h, sink, store) = harness(None);
+    // The source queues the first two (the channel's capacity) before the
+    // pipeline takes any: 2 rows are under the limit of 3, so the second
+    // joins the first; 3 rows are not, so the third goes alone.
+    let script = vec![
+        flush(vec![rows("a", &[1, 2], 10, OP_INSERT)], 10),
+        flush(vec![rows("a", &[3], 20, OP_INSERT)], 20),
+        flush(vec![rows("a", &[4, 5, 6], 30, OP_INSERT)], 30),
+    ];
+    let source = ScriptedSource::new(script, &h.log);
+    let mut opts = options(&["a"], false);
+    opts.merge_rows = 3;
+    run_until(source, sink, store, opts, &h.log, 30)
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    let applies: Vec<&String> = log.iter().filter(|e| e.starts_with("apply")).collect();
+    assert_eq!(applies, vec!["apply 20", "apply 30"], "{log:?}");
+    for p in [20, 30] {
+        let save = position_of(&log, &format!("save {p}"));
+        assert!(position_of(&log, &format!("apply {p}")) < save, "{log:?}");
+        if let Some(ack) = log.iter().position(|e| *e == format!("ack {p}")) {
+            assert!(save < ack, "{log:?}");
+        }
+    }
+    assert!(!log.contains(&"save 10".to_string()), "{log:?}");
+    // One batch per table per apply, rows in order.
+    let batches: Vec<usize> = h
+        .sink
+        .applied()
+        .iter()
+        .filter(|i| matches!(i, SinkItem::Rows(_)))
+        .map(SinkItem::rows)
+        .collect();
+    assert_eq!(batches, vec![3, 3]);
+    assert_eq!(h.sink.rows_of(&table("a")), 6);
 }
 
 #[tokio::test(start_paused = true)]
