@@ -2,6 +2,7 @@
 //! concrete source, sink and state store the config names and hands them to
 //! the layers below. The only place that knows every concrete type.
 
+pub mod allocator;
 pub mod check;
 pub mod cli;
 pub mod drop;
