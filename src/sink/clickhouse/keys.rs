@@ -9,7 +9,7 @@
 //!    with that version (`GROUP BY` resolves versions without `FINAL`).
 //!
 //! Keys travel as text (`toString`) and come back into SQL as
-//! `CAST('text' AS <column type>)`, so any key type round-trips.
+//! `CAST('text', '<column type>')`, so any key type round-trips.
 
 use clickhouse::Client;
 use futures_util::future::BoxFuture;
@@ -183,7 +183,7 @@ impl ChunkSql<'_> {
         values
             .iter()
             .zip(self.types)
-            .map(|(v, t)| format!("CAST({} AS {})", quote_ch_string(v), quote_ch_string(t)))
+            .map(|(v, t)| format!("CAST({}, {})", quote_ch_string(v), quote_ch_string(t)))
             .collect()
     }
 
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(
             up,
             "SELECT toString(`re\\`gion`), toString(`id`) FROM `db`.`t` WHERE \
-             (`re\\`gion` > CAST('it\\'s' AS 'String')) OR (`re\\`gion` = CAST('it\\'s' AS 'String') AND `id` > CAST('5' AS 'Int64')) \
+             (`re\\`gion` > CAST('it\\'s', 'String')) OR (`re\\`gion` = CAST('it\\'s', 'String') AND `id` > CAST('5', 'Int64')) \
              ORDER BY `re\\`gion`, `id` LIMIT 1 OFFSET 99"
         );
         let first = q.upper(None, 1);
@@ -313,9 +313,7 @@ mod tests {
         assert!(live.starts_with("SELECT toString(`re\\`gion`), toString(`id`), toString(max(`_version`)) FROM `db`.`t` WHERE (1) AND ("), "{live}");
         assert!(live.contains("GROUP BY `re\\`gion`, `id` HAVING argMax(`_is_deleted`, `_version`) = 0 ORDER BY `re\\`gion`, `id`"), "{live}");
         assert!(
-            live.contains(
-                "(`re\\`gion` = CAST('it\\'s' AS 'String') AND `id` = CAST('5' AS 'Int64'))"
-            ),
+            live.contains("(`re\\`gion` = CAST('it\\'s', 'String') AND `id` = CAST('5', 'Int64'))"),
             "{live}"
         );
         assert!(!q.live(None, None).contains("AND ("));

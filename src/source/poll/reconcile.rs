@@ -174,6 +174,9 @@ pub struct Reconciler {
     /// By the poller's table index; `None`: reconcile off for that table.
     tables: Vec<Option<TableState>>,
     max_rows: usize,
+    /// The table served first next time: turns rotate, so that a long
+    /// round of one table does not starve the others of the budget.
+    first: usize,
 }
 
 impl Reconciler {
@@ -207,6 +210,7 @@ impl Reconciler {
             keys,
             tables,
             max_rows: max_rows.max(1),
+            first: 0,
         }))
     }
 
@@ -237,7 +241,10 @@ impl Reconciler {
         if !wait_acked(acks, position, emit).await {
             return Ok(false);
         }
-        for i in 0..self.tables.len() {
+        let n = self.tables.len();
+        let first = self.first;
+        self.first = (first + 1) % n;
+        for i in (first..n).chain(0..first) {
             let Some(t) = &mut self.tables[i] else {
                 continue;
             };
