@@ -69,6 +69,15 @@ pub const SPILL_BYTES: &str = "sluice_spill_bytes";
 pub const PROCESS_RSS: &str = "sluice_process_resident_memory_bytes";
 /// Heartbeat messages emitted.
 pub const HEARTBEATS: &str = "sluice_heartbeats_total";
+/// Reconcile (polled tables): keys alive in the sink compared with the
+/// source, labelled `table`.
+pub const RECONCILE_KEYS: &str = "sluice_reconcile_keys_checked_total";
+/// Reconcile: delete rows written for keys gone from the source, labelled `table`.
+pub const RECONCILE_DELETES: &str = "sluice_reconcile_deletes_total";
+/// Reconcile rounds completed, labelled `table`.
+pub const RECONCILE_ROUNDS: &str = "sluice_reconcile_rounds_total";
+/// Seconds the last completed reconcile round of a table took, labelled `table`.
+pub const RECONCILE_ROUND_SECONDS: &str = "sluice_reconcile_round_seconds";
 /// 1 while `/readyz` answers ready.
 pub const READY: &str = "sluice_ready";
 
@@ -117,6 +126,10 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
     (HEARTBEATS, "counter", "", "Heartbeat messages emitted"),
     (READY, "gauge", "", "1 while /readyz answers ready"),
     (KAFKA_PENDING_DELIVERIES, "gauge", "", "Kafka messages a flush still waits to have acknowledged"),
+    (RECONCILE_KEYS, "counter", "table", "Keys alive in the sink that a reconcile compared with the polled source"),
+    (RECONCILE_DELETES, "counter", "table", "Delete rows a reconcile handed to the sink for keys gone from the polled source"),
+    (RECONCILE_ROUNDS, "counter", "table", "Reconcile rounds completed over a polled table's keys"),
+    (RECONCILE_ROUND_SECONDS, "gauge", "table", "Seconds the last completed reconcile round of a polled table took"),
 ];
 
 /// Histogram buckets (seconds) for sink write and flush times.

@@ -12,14 +12,24 @@ the same tables as the snapshot phase, beside ClickHouse's own copies.
                             stand-in does not serve)
   sluice_poll_clickhouse    [source.poll] kind = "clickhouse": that plain table
                             polled into another ClickHouse database (ArrowStream)
+  sluice_reconcile          one reconcile round (hard deletes) over the table
+                            sluice_poll copied: RECONCILE_GONE keys that exist
+                            only in ClickHouse are planted, then `sluice run`
+                            resumes with reconcile_interval and the default
+                            reconcile_chunk; keys compared per second, from
+                            the round's log line
 The logical source's numbers for the same tables are the snapshot phase's.
 """
 
+import re
 import time
 
 # table -> (cursor column, key column)
 TABLES = {"accounts": ("aid", "aid"), "mixed": ("created", "id")}
 INTERVAL = "200ms"
+# Keys planted in ClickHouse only, which a reconcile round must delete.
+RECONCILE_GONE = 1000
+ROUND_RE = re.compile(r"reconcile round done.*keys_checked=(\d+) deletes=(\d+) seconds=([0-9.]+)")
 NATIVE_DB = "bench_pollch_native"
 
 
@@ -70,11 +80,9 @@ def timed_run(h, cfg, tag, count_sql, rows, timeout):
         h.stop(p)
 
 
-def pg_poll(h, table, rows, timeout):
+def pg_source(h, table, extra=""):
     cursor, _ = TABLES[table]
-    ch_db = f"bench_poll_{table}"
-    h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
-    source = f"""[source.poll]
+    return f"""[source.poll]
 kind = "postgres"
 url = "{h.pg.url()}"
 interval = "{INTERVAL}"
@@ -82,7 +90,52 @@ interval = "{INTERVAL}"
 [[source.poll.tables]]
 table = "public.{table}"
 cursor = "{cursor}"
-"""
+{extra}"""
+
+
+def pg_reconcile(h, table, rows, timeout):
+    """Resumes sluice_poll's pipeline (same checkpoint, nothing to copy) with
+    a reconcile; measures its first round."""
+    _, key = TABLES[table]
+    ch_db = f"bench_poll_{table}"
+    # Keys below every real one, alive only in ClickHouse: gone from the source.
+    h.ch.q(f"INSERT INTO {ch_db}.{table} ({key}, _version, _is_deleted) "
+           f"SELECT -1 - number, 1, 0 FROM numbers({RECONCILE_GONE})")
+    source = pg_source(h, table, 'reconcile_interval = "1s"\n')
+    cfg = config(h, f"bench_poll_{table}", source, ch_db)
+    tag = f"reconcile-{table}"
+    p = h.start_sluice(cfg, tag)
+    t0 = time.monotonic()
+    try:
+        while True:
+            m = ROUND_RE.search(h.log_tail(tag))
+            if m:
+                break
+            if p.poll() is not None:
+                raise RuntimeError(f"sluice exited {p.returncode}: {h.log_tail(tag)}")
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"no reconcile round after {timeout} s: {h.log_tail(tag)}")
+            time.sleep(0.2)
+    finally:
+        h.stop(p)
+    checked, deletes, seconds = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    if deletes != RECONCILE_GONE or checked != rows + RECONCILE_GONE:
+        raise RuntimeError(f"reconcile compared {checked} keys and deleted {deletes}; "
+                           f"expected {rows + RECONCILE_GONE} and {RECONCILE_GONE}")
+    live = int(h.ch.scalar(f"SELECT count() FROM {ch_db}.{table} FINAL WHERE _is_deleted = 0"))
+    if live != rows:
+        raise RuntimeError(f"{live} live rows in ClickHouse after the reconcile, expected {rows}")
+    return h.record(phase="poll", system="sluice_reconcile", table=table, rows=checked,
+                    seconds=round(seconds, 3),
+                    note=f"one reconcile round, reconcile_chunk default: {checked} keys compared "
+                         f"(rows_per_s = keys/s), {deletes} deletes written")
+
+
+def pg_poll(h, table, rows, timeout):
+    cursor, _ = TABLES[table]
+    ch_db = f"bench_poll_{table}"
+    h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
+    source = pg_source(h, table)
     cfg = config(h, f"bench_poll_{table}", source, ch_db)
     dt, rss = timed_run(h, cfg, f"poll-{table}", f"SELECT count() FROM {ch_db}.{table}", rows, timeout)
     return h.record(phase="poll", system="sluice_poll", table=table, rows=rows, seconds=round(dt, 3),
@@ -139,5 +192,6 @@ def run(h, timeout):
         h.attempt("poll", "clickhouse_postgresql_fn", table, lambda: h.snap_pgfn(table, rows, phase="poll"))
         h.attempt("poll", "clickhouse_insert_select", f"ch:{table}", lambda: ch_insert_select(h, table, rows))
         h.attempt("poll", "sluice_poll_clickhouse", f"ch:{table}", lambda: ch_poll(h, table, rows, timeout))
+        h.attempt("poll", "sluice_reconcile", table, lambda: pg_reconcile(h, table, rows, timeout))
         for db in (f"bench_poll_{table}", NATIVE_DB):
             h.ch.q(f"DROP DATABASE IF EXISTS {db}")

@@ -149,7 +149,12 @@ async fn run_with(
             with_sink(config, source, store, opts, control, shutdown).await
         }
         SourceConfig::Poll(p) => {
-            let source = PollSource::new(p.clone(), config.batch);
+            let mut source = PollSource::new(p.clone(), config.batch);
+            if let SinkConfig::ClickHouse(ch) = &config.sink {
+                // Tables with reconcile_interval compare the sink's live keys.
+                let keys = crate::sink::clickhouse::ClickHouseKeys::new(ch)?;
+                source = source.with_key_reader(std::sync::Arc::new(keys));
+            }
             with_sink(config, source, store, opts, control, shutdown).await
         }
     }

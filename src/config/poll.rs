@@ -15,6 +15,11 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// ClickHouse: rows whose cursor is younger than this are left for a later
 /// poll (inserts still in flight may carry older cursors).
 pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(5);
+/// Keys a reconcile compares per chunk when `reconcile_chunk` is not set.
+pub const DEFAULT_RECONCILE_CHUNK: usize = 10_000;
+/// The largest `reconcile_chunk`: a chunk's keys are held in memory and
+/// sent to the source in one query.
+pub const MAX_RECONCILE_CHUNK: usize = 1_000_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +45,11 @@ pub struct RawPollTable {
     pub lookback: Option<RawLookback>,
     /// A column to use as `_version` instead of the cursor.
     pub version: Option<String>,
+    /// How often to compare the sink's live keys with the source's and
+    /// delete the ones gone (hard deletes); off when not set.
+    pub reconcile_interval: Option<ConfigDuration>,
+    /// Keys per reconcile chunk.
+    pub reconcile_chunk: Option<i64>,
 }
 
 /// `lookback = "30s"` (timestamp cursors) or `lookback = 1000` (integer cursors).
@@ -87,6 +97,17 @@ pub struct PollTable {
     pub deleted: Option<String>,
     pub lookback: Option<Lookback>,
     pub version: Option<String>,
+    /// Periodic reconcile for hard deletes; `None` when off.
+    pub reconcile: Option<Reconcile>,
+}
+
+/// A table's periodic reconcile: keys alive in the sink but gone from the
+/// source get delete rows (docs/polling.md, "Reconcile for hard deletes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconcile {
+    pub interval: Duration,
+    /// Keys per chunk.
+    pub chunk: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +182,7 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: &RawPollSource) -> Option<PollS
         }
         Some(list) => {
             for (i, t) in list.iter().enumerate() {
-                if let Some(t) = table(c, i, t) {
+                if let Some(t) = table(c, i, t, kind) {
                     if tables.iter().any(|x| x.table == t.table) {
                         c.err(
                             &format!("source.poll.tables[{i}].table"),
@@ -231,7 +252,12 @@ fn clickhouse_conn(c: &mut Checker<'_>, url: &str, password: Option<Secret>) -> 
     })
 }
 
-fn table(c: &mut Checker<'_>, i: usize, raw: &RawPollTable) -> Option<PollTable> {
+fn table(
+    c: &mut Checker<'_>,
+    i: usize,
+    raw: &RawPollTable,
+    kind: Option<PollKind>,
+) -> Option<PollTable> {
     let key = |k: &str| format!("source.poll.tables[{i}].{k}");
     let name = c.required(&key("table"), raw.table.as_ref());
     let table = name.and_then(|n| match TableName::parse(&n) {
@@ -284,6 +310,7 @@ fn table(c: &mut Checker<'_>, i: usize, raw: &RawPollTable) -> Option<PollTable>
         }
         other => other.cloned(),
     };
+    let reconcile = reconcile(c, i, raw, kind);
     Some(PollTable {
         table: table?,
         cursor: cursor?,
@@ -291,7 +318,75 @@ fn table(c: &mut Checker<'_>, i: usize, raw: &RawPollTable) -> Option<PollTable>
         deleted,
         lookback,
         version,
+        reconcile,
     })
+}
+
+/// `reconcile_interval` / `reconcile_chunk` of table `i`.
+fn reconcile(
+    c: &mut Checker<'_>,
+    i: usize,
+    raw: &RawPollTable,
+    kind: Option<PollKind>,
+) -> Option<Reconcile> {
+    let key = |k: &str| format!("source.poll.tables[{i}].{k}");
+    let chunk = match raw.reconcile_chunk {
+        None => DEFAULT_RECONCILE_CHUNK,
+        Some(n) if n <= 0 => {
+            c.err(&key("reconcile_chunk"), format!("must be > 0 (got {n})"));
+            DEFAULT_RECONCILE_CHUNK
+        }
+        Some(n) if n as u64 > MAX_RECONCILE_CHUNK as u64 => {
+            c.err(
+                &key("reconcile_chunk"),
+                format!(
+                    "must be at most {MAX_RECONCILE_CHUNK} (a chunk's keys are held in memory)"
+                ),
+            );
+            DEFAULT_RECONCILE_CHUNK
+        }
+        Some(n) => n as usize,
+    };
+    let Some(interval) = raw.reconcile_interval else {
+        if raw.reconcile_chunk.is_some() {
+            c.err(
+                &key("reconcile_chunk"),
+                "has no effect without reconcile_interval (reconcile is off)",
+            );
+        }
+        return None;
+    };
+    if interval.0.is_zero() {
+        c.err(&key("reconcile_interval"), "must be > 0");
+        return None;
+    }
+    if kind == Some(PollKind::ClickHouse) {
+        c.err(
+            &key("reconcile_interval"),
+            "reconcile is built for kind = \"postgres\" only: a polled ClickHouse table cannot reconcile hard deletes yet (remove reconcile_interval)",
+        );
+        return None;
+    }
+    Some(Reconcile {
+        interval: interval.0,
+        chunk,
+    })
+}
+
+/// Reconcile needs a sink that can list a table's live keys: a Kafka topic
+/// cannot, so it is refused there, naming every table's key.
+pub(super) fn check_sink(c: &mut Checker<'_>, raw: &RawPollSource, sink_is_kafka: bool) {
+    if !sink_is_kafka {
+        return;
+    }
+    for (i, t) in raw.tables.iter().flatten().enumerate() {
+        if t.reconcile_interval.is_some() {
+            c.err(
+                &format!("source.poll.tables[{i}].reconcile_interval"),
+                "reconcile needs a sink that can list the live keys of a table; [sink.kafka] cannot (a topic is not asked which keys are alive): remove reconcile_interval, or use [sink.clickhouse]",
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -416,5 +511,92 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.iter().any(|l| l.starts_with("source:")), "{e:?}");
+    }
+
+    const PG: &str = "[source.poll]\nkind = \"postgres\"\nurl = \"postgres://u@h/db\"\n";
+
+    #[test]
+    fn reconcile_is_off_by_default_and_configurable() {
+        let p = check(&format!(
+            "{PG}[[source.poll.tables]]\ntable = \"a.b\"\ncursor = \"c\"\n\
+             [[source.poll.tables]]\ntable = \"a.c\"\ncursor = \"c\"\nreconcile_interval = \"1h\"\n\
+             [[source.poll.tables]]\ntable = \"a.d\"\ncursor = \"c\"\nreconcile_interval = \"1s\"\nreconcile_chunk = 7\n"
+        ))
+        .unwrap();
+        assert_eq!(p.tables[0].reconcile, None);
+        assert_eq!(
+            p.tables[1].reconcile,
+            Some(Reconcile {
+                interval: Duration::from_secs(3600),
+                chunk: DEFAULT_RECONCILE_CHUNK
+            })
+        );
+        assert_eq!(
+            p.tables[2].reconcile,
+            Some(Reconcile {
+                interval: Duration::from_secs(1),
+                chunk: 7
+            })
+        );
+    }
+
+    #[test]
+    fn every_bad_reconcile_key_is_named() {
+        let e = check(&format!(
+            "{PG}[[source.poll.tables]]\ntable = \"a.b\"\ncursor = \"c\"\nreconcile_interval = \"0s\"\n\
+             [[source.poll.tables]]\ntable = \"a.c\"\ncursor = \"c\"\nreconcile_interval = \"1s\"\nreconcile_chunk = 0\n\
+             [[source.poll.tables]]\ntable = \"a.d\"\ncursor = \"c\"\nreconcile_chunk = 10\n\
+             [[source.poll.tables]]\ntable = \"a.e\"\ncursor = \"c\"\nreconcile_interval = \"1s\"\nreconcile_chunk = 2000000\n"
+        ))
+        .unwrap_err();
+        for k in [
+            "source.poll.tables[0].reconcile_interval: must be > 0",
+            "source.poll.tables[1].reconcile_chunk: must be > 0",
+            "source.poll.tables[2].reconcile_chunk: has no effect",
+            "source.poll.tables[3].reconcile_chunk: must be at most",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(k)), "{k} not in {e:?}");
+        }
+        let e = check(&format!(
+            "{PG}[[source.poll.tables]]\ntable = \"a.b\"\ncursor = \"c\"\nreconcile_chunk = \"x\"\n"
+        ))
+        .unwrap_err();
+        assert!(e[0].contains("reconcile_chunk"), "{e:?}");
+    }
+
+    #[test]
+    fn reconcile_refused_for_kafka_and_clickhouse_sources() {
+        let e = check(
+            "[source.poll]\nkind = \"clickhouse\"\nurl = \"http://ch:8123\"\n\
+             [[source.poll.tables]]\ntable = \"d.t\"\ncursor = \"c\"\nreconcile_interval = \"1m\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.iter().any(|l| l
+                .starts_with("source.poll.tables[0].reconcile_interval: reconcile is built for kind = \"postgres\" only")),
+            "{e:?}"
+        );
+        let text = format!(
+            "[pipeline]\nname = \"p\"\n[sink.kafka]\nbrokers = \"k:9092\"\n{PG}\
+             [[source.poll.tables]]\ntable = \"a.b\"\ncursor = \"c\"\n\
+             [[source.poll.tables]]\ntable = \"a.c\"\ncursor = \"c\"\nreconcile_interval = \"1m\"\n"
+        );
+        let raw = parse(&text, Path::new("t.toml")).unwrap();
+        match validate(&raw, &|_| None, &|_| Err("no files".into())) {
+            Err(ConfigError::Invalid(e)) => {
+                assert!(
+                    e.iter().any(
+                        |l| l.starts_with("source.poll.tables[1].reconcile_interval:")
+                            && l.contains("[sink.kafka]")
+                    ),
+                    "{e:?}"
+                );
+                assert!(
+                    !e.iter().any(|l| l.starts_with("source.poll.tables[0]")),
+                    "{e:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -39,6 +39,10 @@ pub fn validate(
     let batch = batch(&mut c, raw.batch.as_ref());
     let snapshot = snapshot(&mut c, raw.snapshot.as_ref());
     let sink = sink(&mut c, raw.sink.as_ref());
+    if let Some(p) = raw.source.as_ref().and_then(|s| s.poll.as_ref()) {
+        let kafka = raw.sink.as_ref().is_some_and(|s| s.kafka.is_some());
+        super::poll::check_sink(&mut c, p, kafka);
+    }
     let metrics = metrics(&mut c, raw.metrics.as_ref());
     if !c.errors.is_empty() {
         return Err(ConfigError::Invalid(c.errors));

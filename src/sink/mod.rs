@@ -74,6 +74,32 @@ pub trait Sink: Send {
     fn healthcheck(&self) -> impl Future<Output = Report> + Send;
 }
 
+/// One chunk of a table's live keys in a sink, in the sink's key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChunk {
+    /// Each live key (its columns' values as text, in key order) with the
+    /// largest `_version` the sink holds for it.
+    pub live: Vec<(Vec<String>, u64)>,
+    /// The last key this chunk covers (the next chunk starts after it);
+    /// `None` when it reached the end of the table.
+    pub upper: Option<Vec<String>>,
+}
+
+/// A sink that can list the keys it holds alive (for the reconcile of
+/// polled tables, docs/polling.md). Only the ClickHouse sink can; a Kafka
+/// topic cannot be asked which keys are alive.
+pub trait KeyReader: Send + Sync {
+    /// Up to about `limit` live keys of `table` after `after` (from the
+    /// first when `None`), ordered by the `key` columns.
+    fn live_keys<'a>(
+        &'a self,
+        table: &'a TableName,
+        key: &'a [String],
+        after: Option<&'a [String]>,
+        limit: usize,
+    ) -> futures_util::future::BoxFuture<'a, Result<KeyChunk, SinkError>>;
+}
+
 /// The sink layer's one error type, classified in one place ([`Classify`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

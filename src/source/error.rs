@@ -88,6 +88,9 @@ pub enum SourceError {
     /// What this source kind cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// Reading a sink's live keys for a reconcile of hard deletes.
+    #[error("reconcile: reading the sink's live keys: {message}")]
+    SinkKeys { message: String, retryable: bool },
 }
 
 /// tokio-postgres prints a server error as just "db error": spell out the
@@ -161,7 +164,9 @@ impl SourceError {
                 None => e.is_closed() || std::error::Error::source(e).is_some(),
             },
             SourceError::SlotInUse { .. } => true,
-            SourceError::ClickHouse { retryable, .. } => *retryable,
+            SourceError::ClickHouse { retryable, .. } | SourceError::SinkKeys { retryable, .. } => {
+                *retryable
+            }
             _ => false,
         }
     }

@@ -18,6 +18,7 @@ mod e2e_lifecycle;
 mod e2e_ops;
 mod e2e_poll;
 mod e2e_poll_kafka;
+mod e2e_poll_reconcile;
 mod e2e_restart;
 mod e2e_shapes;
 mod e2e_snapshot;

@@ -1,11 +1,13 @@
 //! ClickHouse sink over the HTTP interface (the `clickhouse` crate): creates
 //! and evolves `ReplacingMergeTree(_version, _is_deleted)` tables, and writes
 //! each micro-batch as one synchronous `INSERT ... FORMAT ArrowStream`.
-//! Decisions and the type mapping: `docs/clickhouse-sink.md`.
+//! Decisions and the type mapping: `docs/clickhouse-sink.md`. `keys.rs`
+//! lists a table's live keys for the reconcile of polled tables.
 
 mod ddl;
 mod encode;
 mod health;
+mod keys;
 mod sink;
 mod toast;
 mod types;
@@ -22,6 +24,7 @@ use crate::secret::redact;
 
 pub use ddl::TableKind;
 pub use health::healthcheck;
+pub use keys::ClickHouseKeys;
 pub use sink::ClickHouseSink;
 pub use types::ServerCaps;
 

@@ -334,6 +334,14 @@ impl ChPoller {
         })
     }
 
+    pub fn table(&self, i: usize) -> &TableName {
+        &self.tables[i].cfg.table
+    }
+
+    pub fn key_columns(&self, i: usize) -> Vec<String> {
+        self.tables[i].key.clone()
+    }
+
     /// The safe upper bound of table `i` now.
     async fn watermark(&mut self, i: usize) -> Result<Option<i64>, SourceError> {
         let t = &mut self.tables[i];

@@ -8,6 +8,8 @@
 //!  postgres.rs: clock + running transactions -> snapshot -> COPY binary -> Arrow
 //!  clickhouse.rs: settle delay -> SELECT ... FORMAT ArrowStream -> Arrow
 //!                         └──> batch.rs (pure: metadata columns) ──> Flush<PollPosition>
+//!  reconcile.rs: between polls, the sink's live keys (sink::KeyReader) vs
+//!                the source's -> delete rows ──> Flush<PollPosition>
 //! ```
 //!
 //! The position is one cursor per table: every row whose cursor is below
@@ -19,11 +21,13 @@
 pub mod batch;
 pub mod clickhouse;
 pub mod postgres;
+pub mod reconcile;
 pub mod watermark;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +39,7 @@ use crate::config::{BatchConfig, TableName};
 use crate::core::health::Report;
 use crate::core::position::SourceIdentity;
 use crate::core::{Flush, SinkItem, TableBatch};
+use crate::sink::KeyReader;
 use crate::source::{
     ChangeStream, Copier, Prepared, SnapshotUnit, Source, SourceError, UnitReader,
 };
@@ -128,11 +133,27 @@ impl Emitter<'_> {
 pub struct PollSource {
     cfg: PollSourceConfig,
     batch: BatchConfig,
+    /// The sink's live keys, for tables that reconcile hard deletes.
+    keys: Option<Arc<dyn KeyReader>>,
 }
+
+/// Reconcile work between two poll rounds is bounded by the poll interval,
+/// but never less than this (a 200 ms interval would make rounds crawl).
+const MIN_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PollSource {
     pub fn new(cfg: PollSourceConfig, batch: BatchConfig) -> Self {
-        PollSource { cfg, batch }
+        PollSource {
+            cfg,
+            batch,
+            keys: None,
+        }
+    }
+
+    /// Lets tables with `reconcile_interval` read the sink's live keys.
+    pub fn with_key_reader(mut self, keys: Arc<dyn KeyReader>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     fn upstream(&self) -> String {
@@ -226,11 +247,15 @@ impl Source for PollSource {
                 ))
             }
         };
+        let configs: Vec<_> = tables.iter().map(|t| t.reconcile).collect();
+        let reconciler =
+            reconcile::Reconciler::new(self.keys.clone(), &configs, self.batch.max_rows)?;
         Ok(PollStream {
             poller,
             count: tables.len(),
             position: from.clone(),
             interval: self.cfg.interval,
+            reconciler,
         })
     }
 
@@ -253,12 +278,56 @@ impl Source for PollSource {
     }
 }
 
-enum Poller {
+pub enum Poller {
     Postgres(postgres::PgPoller),
     ClickHouse(clickhouse::ChPoller),
 }
 
+/// Reconcile is refused for polled ClickHouse tables by validation.
+fn no_reconcile() -> SourceError {
+    SourceError::Unsupported("reconcile is built for polled PostgreSQL tables only".into())
+}
+
 impl Poller {
+    fn table(&self, i: usize) -> &TableName {
+        match self {
+            Poller::Postgres(p) => p.table(i),
+            Poller::ClickHouse(p) => p.table(i),
+        }
+    }
+
+    /// The key columns of table `i`, in the sink's key order.
+    fn key_columns(&self, i: usize) -> Vec<String> {
+        match self {
+            Poller::Postgres(p) => p.key_columns(i),
+            Poller::ClickHouse(p) => p.key_columns(i),
+        }
+    }
+
+    /// Which of `keys` (text values in key order) still exist in table `i`.
+    async fn present(
+        &self,
+        i: usize,
+        keys: &[(Vec<String>, u64)],
+    ) -> Result<Vec<bool>, SourceError> {
+        match self {
+            Poller::Postgres(p) => p.present(i, keys).await,
+            Poller::ClickHouse(_) => Err(no_reconcile()),
+        }
+    }
+
+    /// Delete rows for `keys` of table `i`.
+    fn delete_batch(
+        &self,
+        i: usize,
+        keys: &[(Vec<String>, u64)],
+    ) -> Result<TableBatch, SourceError> {
+        match self {
+            Poller::Postgres(p) => p.delete_batch(i, keys),
+            Poller::ClickHouse(_) => Err(no_reconcile()),
+        }
+    }
+
     async fn poll(
         &mut self,
         i: usize,
@@ -278,6 +347,7 @@ pub struct PollStream {
     count: usize,
     position: PollPosition,
     interval: std::time::Duration,
+    reconciler: Option<reconcile::Reconciler>,
 }
 
 impl ChangeStream for PollStream {
@@ -286,10 +356,12 @@ impl ChangeStream for PollStream {
     async fn run(
         mut self,
         out: mpsc::Sender<Flush<PollPosition>>,
-        _acks: watch::Receiver<PollPosition>,
+        mut acks: watch::Receiver<PollPosition>,
         shutdown: CancellationToken,
     ) -> Result<(), SourceError> {
         // Nothing upstream to confirm: the saved cursors are the whole state.
+        // The acknowledgements only tell the reconcile when all emitted rows
+        // are durable.
         let emit = Emitter {
             out: &out,
             shutdown: &shutdown,
@@ -300,6 +372,15 @@ impl ChangeStream for PollStream {
                     return Ok(());
                 }
                 if !self.poller.poll(i, &mut self.position, &emit).await? {
+                    return Ok(());
+                }
+            }
+            if let Some(r) = &mut self.reconciler {
+                let budget = self.interval.max(MIN_RECONCILE_BUDGET);
+                if !r
+                    .run(&mut self.poller, &self.position, &mut acks, &emit, budget)
+                    .await?
+                {
                     return Ok(());
                 }
             }

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::batch::{assemble, Layout};
+use super::reconcile::{delete_batch, pg_exists_sql, pg_key_cast};
 use super::watermark::{
     after_batch, next_interval, timestamp_watermark, CursorKind, Running, SequenceWatermark,
 };
@@ -52,6 +53,9 @@ struct PgTable {
     layout: Layout,
     cursor_type: DataType,
     sequence: SequenceWatermark,
+    /// With `reconcile_interval`: the key columns (key order) and the
+    /// source query telling which of a chunk's keys exist.
+    reconcile: Option<(Vec<String>, String)>,
 }
 
 pub struct PgPoller {
@@ -113,6 +117,59 @@ impl PgPoller {
             tables: out,
             batch,
         })
+    }
+
+    pub fn table(&self, i: usize) -> &TableName {
+        &self.tables[i].cfg.table
+    }
+
+    pub fn key_columns(&self, i: usize) -> Vec<String> {
+        self.tables[i]
+            .shape
+            .key_columns()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Which of `keys` (text values in key order) table `i` still has: one
+    /// equality lookup per key on the key's index, in one statement.
+    pub async fn present(
+        &self,
+        i: usize,
+        keys: &[(Vec<String>, u64)],
+    ) -> Result<Vec<bool>, SourceError> {
+        let t = &self.tables[i];
+        let Some((columns, sql)) = &t.reconcile else {
+            return Err(table_error(&t.cfg.table, "reconcile is not configured"));
+        };
+        let mut found = vec![false; keys.len()];
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let arrays: Vec<Vec<&str>> = (0..columns.len())
+            .map(|c| keys.iter().map(|(k, _)| k[c].as_str()).collect())
+            .collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        for row in self.client.query(sql.as_str(), &params).await? {
+            let pos: i64 = row.get(0);
+            if let Some(f) = usize::try_from(pos - 1).ok().and_then(|p| found.get_mut(p)) {
+                *f = true;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Delete rows for `keys` of table `i` (see [`super::reconcile::delete_batch`]).
+    pub fn delete_batch(
+        &self,
+        i: usize,
+        keys: &[(Vec<String>, u64)],
+    ) -> Result<crate::core::TableBatch, SourceError> {
+        let t = &self.tables[i];
+        delete_batch(&t.shape, keys, now_micros()).map_err(|e| table_error(&t.cfg.table, e))
     }
 
     /// Polls table `i` once: reads what the watermark allows and emits it
@@ -336,8 +393,23 @@ async fn describe_table(
         });
         mappings.push(m);
     }
+    let reconcile = match cfg.reconcile {
+        None => None,
+        Some(_) => {
+            let keys: Vec<&ColumnInfo> = shape.key_columns().collect();
+            let casts = keys
+                .iter()
+                .map(|c| pg_key_cast(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| table_error(name, e))?;
+            let columns: Vec<String> = keys.iter().map(|c| c.name.clone()).collect();
+            let sql = pg_exists_sql(name, &columns, &casts);
+            Some((columns, sql))
+        }
+    };
     Ok(PgTable {
         cfg: cfg.clone(),
+        reconcile,
         shape: Arc::new(shape),
         read_shape: Arc::new(read_shape),
         mappings,
@@ -396,11 +468,15 @@ pub async fn healthcheck(conn: &PgConnInfo, tables: &[PollTable]) -> Report {
                 r.ok(
                     &subject,
                     format!(
-                        "{} columns, key ({}), cursor \"{}\" {}; hard deletes are invisible to polling (use a soft-delete column and `deleted`)",
+                        "{} columns, key ({}), cursor \"{}\" {}; {}",
                         d.shape.columns.len(),
                         keys.join(", "),
                         c.name,
-                        c.source_type
+                        c.source_type,
+                        match t.reconcile {
+                            None => "hard deletes are invisible to polling (use a soft-delete column and `deleted`, or set reconcile_interval)".to_string(),
+                            Some(r) => format!("hard deletes are found by a reconcile every {:?} ({} keys per chunk)", r.interval, r.chunk),
+                        }
                     ),
                 );
                 if c.nullable {

@@ -69,7 +69,7 @@
 
 mod array;
 mod decoder;
-mod net;
+pub(crate) mod net;
 mod numeric;
 mod temporal;
 mod text;

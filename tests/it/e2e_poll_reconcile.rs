@@ -1,0 +1,235 @@
+//! Reconcile for hard deletes: polled PostgreSQL tables (one keyed by a
+//! bigint, one by a composite text + integer key) into ClickHouse with
+//! `reconcile_interval = "1s"` and small chunks, under an insert / update /
+//! hard-delete / re-insert load with SIGKILLs; at the end ClickHouse's live
+//! rows equal PostgreSQL's row for row, and a key deleted then inserted
+//! again is alive.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::e2e::*;
+use crate::support::*;
+use rand::Rng;
+
+const KILLS: usize = 5;
+/// Composite keys with a space, upper case and a non-ASCII letter: their
+/// order differs between byte order and collations.
+const REGIONS: [&str; 5] = ["eu", "US", "a b", "Ümlaut", "zz-top"];
+
+const ITEMS_PG: &str = "SELECT id::text, v::text, note, \
+     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM items";
+const PAIRS_PG: &str = "SELECT region, n::text, v::text, \
+     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM pairs";
+
+fn items_ch(db: &str) -> String {
+    format!("SELECT toString(id), toString(v), note, toString(updated_at) FROM `{db}`.items FINAL WHERE _is_deleted = 0")
+}
+
+fn pairs_ch(db: &str) -> String {
+    format!("SELECT region, toString(n), toString(v), toString(updated_at) FROM `{db}`.pairs FINAL WHERE _is_deleted = 0")
+}
+
+const SCHEMA: &str = "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text,
+         updated_at timestamptz NOT NULL DEFAULT now());
+     CREATE INDEX ON items (updated_at);
+     CREATE TABLE pairs (region text, n int, v int NOT NULL DEFAULT 0,
+         updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (region, n));
+     CREATE INDEX ON pairs (updated_at);
+     INSERT INTO items (id, v, note) SELECT g, g, 'start' FROM generate_series(1, 400) g;
+     INSERT INTO pairs (region, n) SELECT r, g FROM unnest(ARRAY['eu', 'US', 'a b', 'Ümlaut', 'zz-top']) r, generate_series(1, 40) g;";
+
+fn source(url: &str) -> String {
+    format!(
+        r#"[source.poll]
+kind = "postgres"
+url = "{url}"
+interval = "200ms"
+
+[[source.poll.tables]]
+table = "public.items"
+cursor = "updated_at"
+reconcile_interval = "1s"
+reconcile_chunk = 7
+
+[[source.poll.tables]]
+table = "public.pairs"
+cursor = "updated_at"
+reconcile_interval = "1s"
+reconcile_chunk = 5
+"#
+    )
+}
+
+/// Inserts, updates, hard deletes of single rows and key ranges, and
+/// re-inserts of deleted keys, until `stop`.
+async fn load(url: String, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
+    let client = connect(&url).await;
+    let mut next = 1000;
+    while !stop.load(Ordering::Relaxed) {
+        let (kind, a, b, c, r, x) = {
+            let mut g = rand::thread_rng();
+            (
+                g.gen_range(0..9),
+                g.gen_range(1..next),
+                g.gen_range(1..next),
+                g.gen_range(1..next),
+                REGIONS[g.gen_range(0..REGIONS.len())],
+                g.gen_range(1..60),
+            )
+        };
+        let sql = match kind {
+            0 => {
+                next += 20;
+                format!("INSERT INTO items (id, v, note) SELECT {next} + g, g, 'new' FROM generate_series(1, 15) g")
+            }
+            1 | 2 => format!(
+                "UPDATE items SET v = v + 1, note = 'u', updated_at = now() WHERE id IN ({a}, {b}, {c})"
+            ),
+            3 => format!("DELETE FROM items WHERE id = {a}"),
+            4 => format!("DELETE FROM items WHERE id BETWEEN {a} AND {a} + 12"),
+            5 => format!(
+                "INSERT INTO items (id, v, note) VALUES ({a}, -1, 'again'), ({b}, -1, 'again') \
+                 ON CONFLICT (id) DO UPDATE SET v = items.v + 1, updated_at = now()"
+            ),
+            6 => format!("DELETE FROM pairs WHERE region = '{r}' AND n BETWEEN {x} AND {x} + 6"),
+            7 => format!("DELETE FROM pairs WHERE region = '{r}' AND n = {x}"),
+            _ => format!(
+                "INSERT INTO pairs (region, n) SELECT '{r}', g FROM generate_series({x}, {x} + 8) g \
+                 ON CONFLICT (region, n) DO UPDATE SET v = pairs.v + 1, updated_at = now()"
+            ),
+        };
+        if let Err(e) = client.batch_execute(&sql).await {
+            eprintln!("load: {e}");
+        }
+        ops.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ch_count(p: &TestPipeline, sql: &str) -> u64 {
+    p.ch(sql)
+        .await
+        .map(|t| t.trim().parse().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_deletes_keys_gone_from_the_source_across_kills() {
+    let db = fresh_db("pollrecon").await;
+    db.client.batch_execute(SCHEMA).await.unwrap();
+    let mut p = TestPipeline::with_source(|_| source(&db.url), "", &servers().clickhouse_url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let loader = tokio::spawn(load(db.url.clone(), stop.clone(), ops.clone()));
+    p.kill_repeatedly(KILLS, 1500..3500).await;
+    let mut last = p.spawn(&[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+
+    // The first and the last key, and a whole region of the composite key.
+    db.client
+        .batch_execute(
+            "DELETE FROM items WHERE id = (SELECT min(id) FROM items);
+             DELETE FROM items WHERE id = (SELECT max(id) FROM items);
+             DELETE FROM pairs WHERE region = 'US';",
+        )
+        .await
+        .unwrap();
+    // A key deleted, seen deleted in ClickHouse, then inserted again.
+    let again: i64 = db
+        .client
+        .query_one("SELECT id FROM items ORDER BY id OFFSET 10 LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.client
+        .batch_execute(&format!("DELETE FROM items WHERE id = {again}"))
+        .await
+        .unwrap();
+    let alive = format!(
+        "SELECT count() FROM `{}`.items FINAL WHERE id = {again} AND _is_deleted = 0",
+        p.ch_db
+    );
+    let start = Instant::now();
+    while ch_count(&p, &alive).await != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the reconcile did not delete id {again}:\n{}",
+            tail(&p.last_log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO items (id, v, note) VALUES ({again}, 4242, 'back')"
+        ))
+        .await
+        .unwrap();
+
+    let items = wait_equal(
+        &p,
+        &db.client,
+        ITEMS_PG,
+        &items_ch(&p.ch_db),
+        Duration::from_secs(120),
+    )
+    .await;
+    let pairs = wait_equal(
+        &p,
+        &db.client,
+        PAIRS_PG,
+        &pairs_ch(&p.ch_db),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        items
+            .iter()
+            .any(|l| l.starts_with(&format!("{again}\t4242\tback\t"))),
+        "the re-inserted key {again} is alive"
+    );
+    assert!(!pairs.iter().any(|l| l.starts_with("US\t")));
+    // No soft deletes here: every deleted row in ClickHouse is a reconcile's.
+    let deletes = |t: &str| {
+        format!(
+            "SELECT count() FROM `{}`.{t} WHERE _is_deleted = 1",
+            p.ch_db
+        )
+    };
+    let (item_deletes, pair_deletes) = (
+        ch_count(&p, &deletes("items")).await,
+        ch_count(&p, &deletes("pairs")).await,
+    );
+    assert!(
+        item_deletes > 0 && pair_deletes >= 40,
+        "{item_deletes} {pair_deletes}"
+    );
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    let rounds: usize = (1..=KILLS as u32 + 1)
+        .map(|r| p.log(r).matches("reconcile round done").count())
+        .sum();
+    assert!(rounds >= 2, "only {rounds} reconcile rounds were logged");
+    println!(
+        "reconcile test: {KILLS} kills, {} load operations, {rounds} rounds; equal: {} items, {} pairs; delete rows in ClickHouse: {item_deletes} items, {pair_deletes} pairs",
+        ops.load(Ordering::Relaxed),
+        items.len(),
+        pairs.len()
+    );
+
+    // `check` says the table's hard deletes are reconciled.
+    let out = std::process::Command::new(sluice_bin())
+        .args(["check", "-c"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("hard deletes are found by a reconcile every 1s (7 keys per chunk)"),
+        "{text}"
+    );
+}
