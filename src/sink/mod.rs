@@ -123,6 +123,10 @@ pub enum SinkError {
     Kafka(String),
     #[error("cannot reach the Kafka brokers {brokers}: {message}")]
     KafkaUnreachable { brokers: String, message: String },
+    #[error("the Kafka brokers {brokers} rejected the login: {message} (check sink.kafka.sasl_mechanism, sasl_username and sasl_password or sasl_password_file)")]
+    KafkaAuth { brokers: String, message: String },
+    #[error("TLS to the Kafka brokers {brokers}: {message} (check sink.kafka.security_protocol and the CA in sink.kafka.properties ssl.ca.location)")]
+    KafkaTls { brokers: String, message: String },
     /// A message (or topic creation) the brokers did not acknowledge.
     #[error("Kafka topic {topic}: {message}")]
     KafkaDelivery {
@@ -163,6 +167,8 @@ impl Classify for SinkError {
             SinkError::ClickHouseAuth { .. }
             | SinkError::ClickHouseTls { .. }
             | SinkError::Kafka(_)
+            | SinkError::KafkaAuth { .. }
+            | SinkError::KafkaTls { .. }
             | SinkError::Other { .. } => ErrorClass::Fatal,
         }
     }

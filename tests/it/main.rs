@@ -22,6 +22,7 @@ mod e2e_poll_reconcile;
 mod e2e_restart;
 mod e2e_shapes;
 mod e2e_snapshot;
+mod kafka_secure;
 mod pg_auth;
 mod pg_bad_server;
 mod pg_idle;

@@ -9,8 +9,7 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::certs::make_test_certs;
 use crate::support::e2e::*;
@@ -33,18 +32,7 @@ fn t2_ch(db: &str) -> String {
 
 /// `sluice ARGS -c CONFIG`: (success, stdout + stderr).
 fn sluice(args: &[&str], config: &Path) -> (bool, String) {
-    let out = Command::new(sluice_bin())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .expect("run sluice");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    sluice_output(args, config, &[])
 }
 
 /// A login role that may replicate, authenticated by scram-sha-256, and
@@ -94,22 +82,7 @@ fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
 
 /// Runs `sluice run` until it exits by itself (a fatal error), at most `limit`.
 fn run_until_exit(p: &mut TestPipeline, limit: Duration) -> String {
-    let mut child = p.spawn(&[]);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success(), "sluice run succeeded: {}", p.last_log());
-            return p.last_log();
-        }
-        if start.elapsed() > limit {
-            terminate(&mut child, Duration::from_secs(20));
-            panic!(
-                "sluice run kept retrying a fatal error for {limit:?}:\n{}",
-                tail(&p.last_log(), 20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    p.run_until_exit(&[], limit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,13 +12,16 @@ pub use sink::KafkaSink;
 
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::SinkError;
 use crate::config::KafkaSinkConfig;
 use crate::core::health::Report;
+use crate::secret::Secret;
 
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,21 +47,96 @@ pub fn client_config(cfg: &KafkaSinkConfig) -> ClientConfig {
     c
 }
 
-/// Fetches cluster metadata; returns the broker count.
+/// How long one metadata request of [`broker_count`] may take before the
+/// probe looks at what librdkafka reported meanwhile.
+const PROBE_STEP: Duration = Duration::from_secs(1);
+
+/// How long the probe serves librdkafka's events after each request.
+const PROBE_EVENTS: Duration = Duration::from_millis(100);
+
+/// Keeps the first error that asking again cannot fix (the brokers rejected
+/// the credentials, the TLS handshake failed): librdkafka reports those
+/// through the error callback, while the metadata request itself only times
+/// out.
+#[derive(Default)]
+struct ProbeContext {
+    fatal: std::sync::Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        match code {
+            Some(
+                c @ (RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL),
+            ) => {
+                let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                fatal.get_or_insert((c, reason.to_owned()));
+            }
+            _ => tracing::debug!(%error, reason, "Kafka client"),
+        }
+    }
+}
+
+impl ProducerContext for ProbeContext {
+    type DeliveryOpaque = ();
+    // The probe sends nothing.
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
+/// The error for a rejected login or a failed TLS handshake; never shows
+/// the password, even if the broker's message were to repeat it.
+fn probe_error(cfg: &KafkaSinkConfig, code: RDKafkaErrorCode, message: &str) -> SinkError {
+    let mut message = message.to_owned();
+    if let Some(p) = cfg.sasl_password.as_ref().map(Secret::expose) {
+        if !p.is_empty() {
+            message = message.replace(p, "***");
+        }
+    }
+    let brokers = cfg.brokers.clone();
+    if code == RDKafkaErrorCode::SSL {
+        SinkError::KafkaTls { brokers, message }
+    } else {
+        SinkError::KafkaAuth { brokers, message }
+    }
+}
+
+/// Fetches cluster metadata; returns the broker count. A rejected login or
+/// a failed TLS handshake is a fatal error at once (not a timeout that
+/// would be retried as an unreachable broker).
 pub async fn broker_count(cfg: &KafkaSinkConfig) -> Result<usize, SinkError> {
     let conf = client_config(cfg);
-    let brokers = cfg.brokers.clone();
+    let cfg = cfg.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = conf
-            .create()
+        let producer: BaseProducer<ProbeContext> = conf
+            .create_with_context(ProbeContext::default())
             .map_err(|e| SinkError::Kafka(format!("invalid client settings: {e}")))?;
-        let md = consumer
-            .fetch_metadata(None, METADATA_TIMEOUT)
-            .map_err(|e| SinkError::KafkaUnreachable {
-                brokers: brokers.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(md.brokers().len())
+        let start = std::time::Instant::now();
+        loop {
+            let result = producer.client().fetch_metadata(None, PROBE_STEP);
+            // Serves the error callback (every event queued meanwhile:
+            // a zero timeout would serve only one).
+            producer.poll(PROBE_EVENTS);
+            let fatal = producer
+                .context()
+                .fatal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            match (result, fatal) {
+                (_, Some((code, message))) => return Err(probe_error(&cfg, code, &message)),
+                (Ok(md), None) => return Ok(md.brokers().len()),
+                (Err(e), None) if start.elapsed() >= METADATA_TIMEOUT => {
+                    return Err(SinkError::KafkaUnreachable {
+                        brokers: cfg.brokers.clone(),
+                        message: e.to_string(),
+                    })
+                }
+                (Err(_), None) => {}
+            }
+        }
     })
     .await
     .map_err(|e| SinkError::Kafka(e.to_string()))?
@@ -130,6 +208,45 @@ mod tests {
             message: String::new(),
         }
         .class()
+    }
+
+    #[test]
+    fn a_rejected_login_or_tls_handshake_is_fatal_and_hides_the_password() {
+        use crate::config::{
+            DEFAULT_KAFKA_CLEANUP_POLICY, DEFAULT_KAFKA_COMPRESSION,
+            DEFAULT_KAFKA_UNAVAILABLE_VALUE,
+        };
+        let cfg = KafkaSinkConfig {
+            brokers: "b:9092".into(),
+            topic_prefix: "p".into(),
+            security_protocol: Some("SASL_SSL".into()),
+            sasl_mechanism: Some("SCRAM-SHA-256".into()),
+            sasl_username: Some("u".into()),
+            sasl_password: Some(Secret::new("hunter2")),
+            properties: Default::default(),
+            compression: DEFAULT_KAFKA_COMPRESSION.into(),
+            topics: Default::default(),
+            partitions: 1,
+            replication_factor: 1,
+            cleanup_policy: DEFAULT_KAFKA_CLEANUP_POLICY.into(),
+            tombstones: true,
+            unavailable_value: DEFAULT_KAFKA_UNAVAILABLE_VALUE.into(),
+        };
+        let auth = probe_error(
+            &cfg,
+            RDKafkaErrorCode::Authentication,
+            "SASL authentication error: bad password hunter2",
+        );
+        assert_eq!(auth.class(), ErrorClass::Fatal);
+        let text = auth.to_string();
+        assert!(
+            text.starts_with("the Kafka brokers b:9092 rejected the login"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        let tls = probe_error(&cfg, RDKafkaErrorCode::SSL, "certificate verify failed");
+        assert_eq!(tls.class(), ErrorClass::Fatal);
+        assert!(tls.to_string().contains("ssl.ca.location"), "{tls}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! End-to-end helpers: a pipeline config per test, the sluice process, and
 //! row-for-row comparison of PostgreSQL and ClickHouse.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -255,6 +255,50 @@ max_delay = "200ms"
             .map_err(|e| e.to_string())?;
         let bytes = cursor.collect().await.map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+/// `sluice ARGS -c CONFIG` with `env` set: (success, stdout + stderr).
+pub fn sluice_output(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(super::sluice_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run sluice");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+impl TestPipeline {
+    /// Runs `sluice run` (with `env`) until it exits by itself (a fatal
+    /// error), at most `limit`; returns its log.
+    pub fn run_until_exit(&mut self, env: &[(&str, &str)], limit: Duration) -> String {
+        let mut child = self.spawn(env);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    !status.success(),
+                    "sluice run succeeded: {}",
+                    self.last_log()
+                );
+                return self.last_log();
+            }
+            if start.elapsed() > limit {
+                terminate(&mut child, Duration::from_secs(20));
+                panic!(
+                    "sluice run kept retrying a fatal error for {limit:?}:\n{}",
+                    tail(&self.last_log(), 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub struct ChangeLog {
     consumer: BaseConsumer,
     brokers: String,
     topics: Vec<String>,
+    /// Extra client settings (TLS) the consumer was opened with.
+    settings: Vec<(String, String)>,
     pub tables: HashMap<String, Rebuilt>,
     pub counts: Counts,
     /// (topic, key) -> last applied lsn.
@@ -63,13 +65,21 @@ impl ChangeLog {
     /// Waits until every topic exists, then reads all their partitions from
     /// the beginning.
     pub fn open(brokers: &str, topics: &[String]) -> ChangeLog {
-        let consumer: BaseConsumer = ClientConfig::new()
+        Self::open_with(brokers, topics, &[])
+    }
+
+    /// Like [`ChangeLog::open`], with extra librdkafka settings.
+    pub fn open_with(brokers: &str, topics: &[String], settings: &[(String, String)]) -> ChangeLog {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("group.id", super::unique_name("kc"))
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("test consumer");
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in settings {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer = config.create().expect("test consumer");
         let mut tpl = TopicPartitionList::new();
         let start = Instant::now();
         for topic in topics {
@@ -102,6 +112,7 @@ impl ChangeLog {
             consumer,
             brokers: brokers.to_owned(),
             topics: topics.to_vec(),
+            settings: settings.to_vec(),
             tables: HashMap::new(),
             counts: Counts::default(),
             last: HashMap::new(),
@@ -117,7 +128,11 @@ impl ChangeLog {
     /// that holds every message -- checked by reading it with another
     /// client -- so a reader that makes no progress is replaced.)
     pub fn reopen(&mut self) {
-        *self = ChangeLog::open(&self.brokers.clone(), &self.topics.clone());
+        *self = ChangeLog::open_with(
+            &self.brokers.clone(),
+            &self.topics.clone(),
+            &self.settings.clone(),
+        );
     }
 
     /// Reads what arrives within `d`.

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod e2e;
 pub mod kafka;
+pub mod kafka_tls;
 pub mod source;
 
 use std::collections::HashMap;
@@ -444,6 +445,16 @@ impl OwnPostgres {
     }
 }
 
+/// How an own broker is started.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KafkaOptions {
+    /// The port the broker tells clients to connect to (a proxy's), if not
+    /// its own.
+    pub advertised_port: Option<u16>,
+    /// Clients must log in with SASL (tansu's `--authentication`).
+    pub authentication: bool,
+}
+
 /// A Kafka broker of its own (tansu, in memory, on a free port, as
 /// scripts/services.sh starts the shared one), which a test may pause
 /// (SIGSTOP) and resume; killed when dropped.
@@ -456,6 +467,10 @@ pub struct OwnKafka {
 
 impl OwnKafka {
     pub fn start() -> OwnKafka {
+        Self::start_with(KafkaOptions::default())
+    }
+
+    pub fn start_with(opts: KafkaOptions) -> OwnKafka {
         let out = Command::new("python3")
             .args([
                 "-c",
@@ -474,15 +489,17 @@ impl OwnKafka {
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(dir.join("broker.log")).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", opts.advertised_port.unwrap_or(port));
         let child = Command::new(&tansu)
             .args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(opts.authentication.then_some("--authentication"))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
