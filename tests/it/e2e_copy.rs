@@ -2,7 +2,8 @@
 //! writes and a kill -9 (resumes with the unfinished ranges only), a resync
 //! while running (a failed table brought back, rows deleted meanwhile gone,
 //! the other table streaming throughout), a resync requested while stopped,
-//! and the one-shot `sluice snapshot`.
+//! the one-shot `sluice snapshot`, and a resync of a plain and a
+//! partitioned table under writes and kill -9s.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -458,4 +459,97 @@ async fn primary_key_ranges_copy_a_table_whose_blocks_are_uneven() {
         tail(&log, 30)
     );
     wait_digest_equal(&p, &db.client, "k", Duration::from_secs(30)).await;
+}
+
+/// Runs whose log shows a copy of `table` started and not finished.
+fn interrupted_copies(p: &TestPipeline, runs: std::ops::RangeInclusive<u32>, table: &str) -> usize {
+    runs.filter(|&r| {
+        let log = p.log(r);
+        let mine = |what: &str| {
+            log.lines()
+                .any(|l| l.contains(what) && l.contains(&format!("table={table} ")))
+        };
+        mine("copy started") && !mine("copy done")
+    })
+    .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_of_a_plain_and_a_partitioned_table_survives_kills_under_writes() {
+    let db = fresh_db("copy_resync_kill").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE t (id bigint PRIMARY KEY, v int);
+             INSERT INTO t SELECT g, g FROM generate_series(1, 200000) g;
+             CREATE TABLE pt (id bigint PRIMARY KEY, v int) PARTITION BY RANGE (id);
+             CREATE TABLE pt_1 PARTITION OF pt FOR VALUES FROM (MINVALUE) TO (50001);
+             CREATE TABLE pt_2 PARTITION OF pt FOR VALUES FROM (50001) TO (100001);
+             CREATE TABLE pt_3 PARTITION OF pt FOR VALUES FROM (100001) TO (MAXVALUE);
+             INSERT INTO pt SELECT g, g FROM generate_series(1, 150000) g;
+             ANALYZE t; ANALYZE pt;",
+        )
+        .await
+        .unwrap();
+    // Truncates are ignored by the sink, so they leave stale rows that only
+    // a resync removes.
+    let mut p = TestPipeline::new(
+        &db.url,
+        &["public.t", "public.pt"],
+        "on_truncate = \"ignore\"\n[snapshot]\nparallelism = 4\n",
+    );
+    let mut first = p.spawn(&[]);
+    wait_digest_equal(&p, &db.client, "t", Duration::from_secs(300)).await;
+    wait_digest_equal(&p, &db.client, "pt", Duration::from_secs(300)).await;
+    assert!(terminate(&mut first, Duration::from_secs(30)).success());
+    db.client
+        .batch_execute(
+            "TRUNCATE t; INSERT INTO t SELECT g, -g FROM generate_series(1, 150000) g;
+             TRUNCATE pt; INSERT INTO pt SELECT g, -g FROM generate_series(40001, 160000) g;",
+        )
+        .await
+        .unwrap();
+    let out = sluice(&["resync", "public.t", "public.pt"], &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Writes on both throughout; kill -9s (some between a sink write and
+    // its checkpoint) land in the copies and in the streaming after them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let txns = Arc::new(AtomicU64::new(0));
+    let loads = ["t", "pt"].map(|table| {
+        tokio::spawn(write_load(
+            db.url.clone(),
+            table,
+            stop.clone(),
+            txns.clone(),
+        ))
+    });
+    let aborts = p.kill_or_abort_repeatedly(8, 400..3000, 0.3).await;
+    let interrupted =
+        interrupted_copies(&p, 2..=9, "public.t") + interrupted_copies(&p, 2..=9, "public.pt");
+    assert!(
+        interrupted >= 1,
+        "no kill landed during a copy (aborts by the failpoint: {aborts})"
+    );
+
+    let mut last = p.spawn(&[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loads {
+        l.await.unwrap();
+    }
+    assert!(txns.load(Ordering::Relaxed) > 10, "the load ran");
+    wait_digest_equal(&p, &db.client, "t", Duration::from_secs(300)).await;
+    wait_digest_equal(&p, &db.client, "pt", Duration::from_secs(300)).await;
+    let status = String::from_utf8_lossy(&sluice(&["status"], &p).stdout).into_owned();
+    for t in ["public.t", "public.pt"] {
+        assert!(
+            status.contains(&format!("table {t}: streaming")),
+            "{status}"
+        );
+    }
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
 }
