@@ -349,6 +349,16 @@ impl PgConnInfo {
             .dbname(&self.dbname)
             .application_name(&self.application_name)
             .connect_timeout(self.connect_timeout)
+            // tokio-postgres frames catalog queries and COPY itself, so
+            // read_timeout cannot bound them; TCP can, for a peer that is
+            // gone: probes start after half of read_timeout and three
+            // unanswered ones end the connection (within read_timeout), and
+            // data left unacknowledged that long does too.
+            .keepalives(true)
+            .keepalives_idle(self.read_timeout / 2)
+            .keepalives_interval((self.read_timeout / 8).max(Duration::from_secs(1)))
+            .keepalives_retries(3)
+            .tcp_user_timeout(self.read_timeout)
             .ssl_mode(match self.ssl_mode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,

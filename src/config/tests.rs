@@ -456,3 +456,15 @@ fn column_lists_and_row_filters() {
         "{e}"
     );
 }
+
+#[test]
+fn catalog_and_copy_connections_give_up_on_a_dead_peer_within_read_timeout() {
+    let text = GOOD.replace("tables = [", "read_timeout = \"40s\"\ntables = [");
+    let cfg = check(&text).unwrap();
+    let pg = cfg.source.postgres().unwrap().conn.tokio_config();
+    assert!(pg.get_keepalives());
+    assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(20));
+    assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(5)));
+    assert_eq!(pg.get_keepalives_retries(), Some(3));
+    assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(40)));
+}
