@@ -22,14 +22,15 @@ pub const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
 pub type SinkProbe =
     Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send>;
 
-/// Runs until `stop`.
+/// Runs until `stop`. `pg` is the logical source whose slot is watched;
+/// a polled source has none, and gets the sink probe and process gauges.
 pub async fn run(
-    pg: PostgresSourceConfig,
+    pg: Option<PostgresSourceConfig>,
     probe: Option<SinkProbe>,
     spill_dir: PathBuf,
     stop: CancellationToken,
 ) {
-    if let Some(limit) = pg.max_retained_wal {
+    if let Some(limit) = pg.as_ref().and_then(|pg| pg.max_retained_wal) {
         metrics::gauge!(m::SLOT_RETAINED_WAL_LIMIT).set(limit as f64);
     }
     // The sink probe runs on its own: a busy sink answers late, and the
@@ -61,25 +62,36 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if client.is_none() {
-            client = catalog::connect(&pg.conn).await.ok();
-        }
-        if let Some(c) = &client {
-            match catalog::slot_wal(c, &pg.slot).await {
-                Ok(Some(w)) => {
-                    record_slot(&w);
-                    warned.check(&pg, &w);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "monitor: cannot read the slot");
-                    client = None;
-                }
-            }
+        if let Some(pg) = &pg {
+            watch_slot(pg, &mut client, &mut warned).await;
         }
         metrics::gauge!(m::SPILL_BYTES).set(dir_bytes(&spill_dir) as f64);
         if let Some(rss) = process_rss() {
             metrics::gauge!(m::PROCESS_RSS).set(rss as f64);
+        }
+    }
+}
+
+/// One look at the slot: its WAL gauges and warnings.
+async fn watch_slot(
+    pg: &PostgresSourceConfig,
+    client: &mut Option<tokio_postgres::Client>,
+    warned: &mut Warned,
+) {
+    if client.is_none() {
+        *client = catalog::connect(&pg.conn).await.ok();
+    }
+    if let Some(c) = client.as_ref() {
+        match catalog::slot_wal(c, &pg.slot).await {
+            Ok(Some(w)) => {
+                record_slot(&w);
+                warned.check(pg, &w);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "monitor: cannot read the slot");
+                *client = None;
+            }
         }
     }
 }

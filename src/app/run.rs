@@ -26,21 +26,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Pipe
     let watcher = tokio::spawn(requests::watch(state_path.clone(), tx));
     let store = SledStore::open_waiting(&state_path, STATE_LOCK_WAIT).await?;
     let monitor_stop = shutdown.child_token();
-    // The slot and WAL monitor; a polled source has no slot.
-    let monitor = config.source.postgres().map(|pg| {
-        tokio::spawn(monitor::run(
-            pg.clone(),
-            // The probe only feeds /readyz.
-            config.metrics.listen.map(|_| sink_probe(&config.sink)),
-            state_path.with_extension("spill"),
-            monitor_stop.clone(),
-        ))
-    });
+    // The slot and WAL monitor (a polled source has no slot), the sink
+    // probe and the process gauges.
+    let monitor = tokio::spawn(monitor::run(
+        config.source.postgres().cloned(),
+        // The probe only feeds /readyz.
+        config.metrics.listen.map(|_| sink_probe(&config.sink)),
+        state_path.with_extension("spill"),
+        monitor_stop.clone(),
+    ));
     let result = run_with(&config, store, opts, rx, shutdown).await;
     monitor_stop.cancel();
-    if let Some(monitor) = monitor {
-        let _ = monitor.await;
-    }
+    let _ = monitor.await;
     watcher.abort();
     if let Err(e) = &result {
         crate::live::live().set_fatal(e.to_string());

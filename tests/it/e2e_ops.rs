@@ -503,6 +503,45 @@ async fn readyz_is_unready_while_clickhouse_is_down_and_ready_after() {
     assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_source_gets_the_sink_probe_and_process_gauges_too() {
+    let mut ch = OwnClickHouse::start();
+    let db = fresh_db("e2e_ready_poll").await;
+    db.client
+        .batch_execute(crate::e2e_poll::SCHEMA)
+        .await
+        .unwrap();
+    let port = free_port();
+    let mut p = TestPipeline::with_source(
+        |_| crate::e2e_poll::poll_source(&db.url),
+        &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\nready_max_lag = \"30s\"\n"),
+        &ch.url,
+    );
+    let mut sluice = p.spawn(&[]);
+    wait_ready(port, true, Duration::from_secs(90)).await;
+    let m = scrape(port).await;
+    assert!(
+        value(&m, "sluice_process_resident_memory_bytes", &[]).unwrap_or(0.0) > 0.0,
+        "{m}"
+    );
+
+    ch.stop();
+    // The probe's own finding (writes failing may be said first).
+    wait_for(
+        "/readyz to say the sink does not answer",
+        Duration::from_secs(30),
+        || async {
+            get(port, "/readyz")
+                .await
+                .filter(|(code, why)| *code == 503 && why.contains("the sink does not answer"))
+        },
+    )
+    .await;
+    ch.restart();
+    wait_ready(port, true, Duration::from_secs(120)).await;
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}
+
 /// Writes WAL until the slot is invalidated (max_slot_wal_keep_size).
 async fn lose_slot(client: &tokio_postgres::Client, slot: &str) {
     let start = Instant::now();
