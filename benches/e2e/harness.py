@@ -143,6 +143,14 @@ def cpu_seconds(pid):
         return None
 
 
+def machine_cpu():
+    """(busy, total) CPU jiffies of the whole machine so far (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
 def rss_peak_kib(pid):
     return proc_status_kib(pid, "VmHWM")
 
@@ -795,10 +803,27 @@ class Harness:
     # ------------------------------------------------------------- snapshot
     def snapshot(self):
         for table, rows in (("accounts", self.size["accounts"]), ("mixed", self.size["mixed"])):
-            self.attempt("snapshot", "copy_binary_devnull", table, lambda: self.snap_copy(table, rows))
-            self.attempt("snapshot", "clickhouse_postgresql_fn", table, lambda: self.snap_pgfn(table, rows))
-            self.attempt("snapshot", "sluice", table, lambda: self.snap_sluice(table, rows))
-            self.attempt("snapshot", "sluice_snapshot_cmd", table, lambda: self.snap_sluice_cmd(table, rows))
+            for system, fn in (("copy_binary_devnull", self.snap_copy),
+                               ("clickhouse_postgresql_fn", self.snap_pgfn),
+                               ("sluice", self.snap_sluice),
+                               ("sluice_snapshot_cmd", self.snap_sluice_cmd)):
+                self.with_machine_cpu(lambda: self.attempt("snapshot", system, table, lambda: fn(table, rows)))
+
+    def with_machine_cpu(self, fn):
+        """Runs fn (which returns its measurement) and adds how busy the
+        whole machine was meanwhile: the CPU seconds every process used
+        (PostgreSQL, ClickHouse, sluice, the rest) and that as a share of
+        all cores. Near 100%: the machine, not one program, was the limit."""
+        b0, t0 = machine_cpu()
+        m = fn()
+        b1, t1 = machine_cpu()
+        if isinstance(m, dict) and m.get("status") == "ok" and t1 > t0:
+            m["machine_cpu_s"] = round((b1 - b0) / os.sysconf("SC_CLK_TCK"), 2)
+            m["machine_busy_pct"] = round(100.0 * (b1 - b0) / (t1 - t0), 1)
+            if m.get("rows"):
+                m["rows_per_machine_cpu_s"] = round(m["rows"] / max(m["machine_cpu_s"], 0.01))
+            log("machine", json.dumps({k: m[k] for k in ("system", "table", "machine_cpu_s", "machine_busy_pct")}))
+        return m
 
     def snap_sluice(self, table, rows):
         """`sluice run` on a fresh slot: its initial snapshot (COPY binary ->
