@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    new_null_array, ArrayRef, FixedSizeBinaryArray, Int16Array, Int32Array, Int64Array, StringArray,
-};
+use arrow::array::{new_null_array, Array, ArrayRef, FixedSizeBinaryArray, StringArray};
+use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
@@ -29,6 +28,17 @@ use crate::source::SourceError;
 /// the sink's own live-key query sees the key as deleted afterwards.
 pub fn delete_version(latest: u64) -> u64 {
     latest.saturating_add(1)
+}
+
+/// What `sluice check` says about a table's hard deletes.
+pub fn hard_delete_note(r: Option<Reconcile>) -> String {
+    match r {
+        None => "hard deletes are invisible to polling (use a soft-delete column and `deleted`, or set reconcile_interval)".into(),
+        Some(r) => format!(
+            "hard deletes are found by a reconcile every {:?} ({} keys per chunk)",
+            r.interval, r.chunk
+        ),
+    }
 }
 
 /// How a key column's text (as the sink returns it) is cast in the
@@ -71,6 +81,67 @@ pub fn pg_exists_sql(table: &TableName, key: &[String], casts: &[&str]) -> Strin
     )
 }
 
+/// Whether a polled ClickHouse key column can be reconciled: types whose
+/// text form (`toString`) is the same in the source and in the sink, so
+/// that the keys found in the source are matched by their text.
+pub fn ch_key_supported(name: &str, ch_type: &str) -> Result<(), String> {
+    const TYPES: [&str; 10] = [
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "String",
+        "LowCardinality(String)",
+    ];
+    if TYPES.contains(&ch_type) {
+        Ok(())
+    } else {
+        Err(format!(
+            "reconcile_interval: key column \"{name}\" is {ch_type}; reconcile supports keys of (U)Int8..64 and String columns (remove reconcile_interval, or key the table by such columns)"
+        ))
+    }
+}
+
+/// The ClickHouse source query of one chunk: which of the given keys
+/// still exist, as their text. `columns` are quoted identifiers, `types`
+/// their ClickHouse types; `quote` makes a string literal.
+pub fn ch_exists_sql(
+    table: &str,
+    columns: &[String],
+    types: &[String],
+    keys: &[(Vec<String>, u64)],
+    quote: impl Fn(&str) -> String,
+) -> String {
+    let tuple = |k: &[String]| {
+        let values: Vec<String> = k
+            .iter()
+            .zip(types)
+            .map(|(v, t)| format!("CAST({}, {})", quote(v), quote(t)))
+            .collect();
+        if values.len() == 1 {
+            values.into_iter().next().unwrap_or_default()
+        } else {
+            format!("({})", values.join(", "))
+        }
+    };
+    let lhs = if columns.len() == 1 {
+        columns[0].clone()
+    } else {
+        format!("({})", columns.join(", "))
+    };
+    let list: Vec<String> = keys.iter().map(|(k, _)| tuple(k)).collect();
+    let text: Vec<String> = columns.iter().map(|c| format!("toString({c})")).collect();
+    format!(
+        "SELECT DISTINCT {} FROM {table} WHERE {lhs} IN ({})",
+        text.join(", "),
+        list.join(", ")
+    )
+}
+
 /// Delete rows for `keys` (text values in key order, with the sink's
 /// latest version): the key columns set, the others NULL (the sink fills
 /// defaults), `_op` `d`, `_is_deleted` 1.
@@ -95,18 +166,6 @@ pub fn delete_batch(
             )
         };
         let a: ArrayRef = match &c.data_type {
-            DataType::Int16 => Arc::new(Int16Array::from(
-                text.map(|v| v.parse().map_err(|_| bad(v)))
-                    .collect::<Result<Vec<i16>, _>>()?,
-            )),
-            DataType::Int32 => Arc::new(Int32Array::from(
-                text.map(|v| v.parse().map_err(|_| bad(v)))
-                    .collect::<Result<Vec<i32>, _>>()?,
-            )),
-            DataType::Int64 => Arc::new(Int64Array::from(
-                text.map(|v| v.parse().map_err(|_| bad(v)))
-                    .collect::<Result<Vec<i64>, _>>()?,
-            )),
             DataType::Utf8 => Arc::new(StringArray::from_iter_values(text)),
             DataType::FixedSizeBinary(16) => {
                 let bytes = text
@@ -119,6 +178,15 @@ pub fn delete_batch(
                     FixedSizeBinaryArray::try_from_iter(bytes.into_iter())
                         .map_err(|e| e.to_string())?,
                 )
+            }
+            t if t.is_integer() => {
+                let strings = StringArray::from_iter_values(text);
+                // A value that does not parse becomes NULL: reported below.
+                let a = cast(&strings, t).map_err(|e| e.to_string())?;
+                if let Some(row) = (0..n).find(|r| a.is_null(*r)) {
+                    return Err(bad(strings.value(row)));
+                }
+                a
             }
             other => {
                 return Err(format!(
@@ -283,7 +351,7 @@ impl Reconciler {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for part in gone.chunks(self.max_rows) {
-                    let batch = poller.delete_batch(i, part)?;
+                    let batch = poller.delete_batch(i, part).await?;
                     if !emit.send(vec![SinkItem::Rows(batch)], position).await {
                         return Ok(false);
                     }
@@ -392,6 +460,34 @@ mod tests {
             "SELECT k.i::int8 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(k1, k2, i) \
              WHERE EXISTS (SELECT 1 FROM \"my schema\".\"Orders\" t WHERE t.\"re\"\"gion\" = k.k1::text AND t.\"id\" = k.k2::int8)"
         );
+    }
+
+    #[test]
+    fn clickhouse_exists_query_and_key_types() {
+        let q = |v: &str| format!("'{}'", v.replace('\'', "\\'"));
+        let keys = vec![
+            (vec!["a'b".to_string(), "1".to_string()], 5),
+            (vec!["c".to_string(), "2".to_string()], 6),
+        ];
+        let cols = vec!["`re`".to_string(), "`n`".to_string()];
+        let types = vec!["String".to_string(), "UInt32".to_string()];
+        assert_eq!(
+            ch_exists_sql("`d`.`t`", &cols, &types, &keys, q),
+            "SELECT DISTINCT toString(`re`), toString(`n`) FROM `d`.`t` WHERE (`re`, `n`) IN \
+             ((CAST('a\\'b', 'String'), CAST('1', 'UInt32')), (CAST('c', 'String'), CAST('2', 'UInt32')))"
+        );
+        let one = ch_exists_sql(
+            "`d`.`t`",
+            &cols[1..],
+            &types[1..],
+            &[(vec!["7".into()], 1)],
+            q,
+        );
+        assert!(one.ends_with("WHERE `n` IN (CAST('7', 'UInt32'))"), "{one}");
+        assert!(ch_key_supported("a", "UInt64").is_ok());
+        assert!(ch_key_supported("a", "LowCardinality(String)").is_ok());
+        let e = ch_key_supported("at", "DateTime64(6, 'UTC')").unwrap_err();
+        assert!(e.contains("\"at\" is DateTime64"), "{e}");
     }
 
     #[test]
