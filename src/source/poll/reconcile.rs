@@ -18,7 +18,7 @@ use super::{Emitter, PollPosition, Poller};
 use crate::config::poll::Reconcile;
 use crate::config::{quote_ident, TableName};
 use crate::core::meta::{batch_schema, MetaBuilder, RowMeta, OP_DELETE};
-use crate::core::{Classify, ColumnInfo, SinkItem, TableBatch, TableShape};
+use crate::core::{Classify, ColumnInfo, ErrorClass, SinkItem, TableBatch, TableShape};
 use crate::metrics as m;
 use crate::sink::KeyReader;
 use crate::source::SourceError;
@@ -335,9 +335,17 @@ impl Reconciler {
                     .keys
                     .live_keys(&table, &key, round.after.as_deref(), t.cfg.chunk)
                     .await
-                    .map_err(|e| SourceError::SinkKeys {
-                        message: format!("table {table}: {e}"),
-                        retryable: e.is_transient(),
+                    .map_err(|e| match e.class() {
+                        // The sink cannot list this table's keys: stop the
+                        // table, not the pipeline.
+                        ErrorClass::Table(_) => SourceError::TableData {
+                            table: table.clone(),
+                            message: format!("reconcile: {e}"),
+                        },
+                        class => SourceError::SinkKeys {
+                            message: format!("table {table}: {e}"),
+                            retryable: class == ErrorClass::Transient,
+                        },
                     })?;
                 let present = poller.present(i, &chunk.live).await?;
                 let gone: Vec<(Vec<String>, u64)> = chunk
