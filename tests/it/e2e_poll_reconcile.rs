@@ -444,3 +444,51 @@ reconcile_chunk = 5
         equal[1].len()
     );
 }
+
+/// A key type the reconcile cannot match exactly is refused by `check`,
+/// naming the column; the same table without reconcile passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_reconcile_on_unsupported_key_types() {
+    let db = fresh_db("reconcheck").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE prices (code numeric PRIMARY KEY, v int,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE INDEX ON prices (updated_at);",
+        )
+        .await
+        .unwrap();
+    let source = |reconcile: &str| {
+        format!(
+            "[source.poll]\nkind = \"postgres\"\nurl = \"{}\"\n\n[[source.poll.tables]]\n\
+             table = \"public.prices\"\ncursor = \"updated_at\"\n{reconcile}",
+            db.url
+        )
+    };
+    let check = |p: &TestPipeline| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(["check", "-c"])
+            .arg(&p.config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let with = TestPipeline::with_source(
+        |_| source("reconcile_interval = \"1m\"\n"),
+        "",
+        &servers().clickhouse_url,
+    );
+    let (ok, text) = check(&with);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("reconcile_interval: key column \"code\" is numeric"),
+        "{text}"
+    );
+    let without = TestPipeline::with_source(|_| source(""), "", &servers().clickhouse_url);
+    let (ok, text) = check(&without);
+    assert!(ok, "{text}");
+    assert!(text.contains("hard deletes are invisible"), "{text}");
+}
