@@ -492,3 +492,89 @@ async fn check_refuses_reconcile_on_unsupported_key_types() {
     assert!(ok, "{text}");
     assert!(text.contains("hard deletes are invisible"), "{text}");
 }
+
+/// The sink's live keys, chunk by chunk, on a real ClickHouse table with
+/// several versions per key, deletes and a delete undone by a later
+/// version: every live key once, in key order (bytes for text), with its
+/// latest version; chunks bounded; a missing table has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_live_keys_come_in_bounded_chunks_in_key_order() {
+    use sluice::config::{
+        ClickHouseSinkConfig, DropColumnMode, JsonType, NoKeyMode, TableName, TruncateMode,
+    };
+    use sluice::sink::KeyReader;
+
+    let db = unique_name("reconkeys");
+    ch_exec(&format!("CREATE DATABASE `{db}`")).await;
+    let _drop = crate::e2e_poll::DropDatabase(db.clone());
+    ch_exec(&format!(
+        "CREATE TABLE `{db}`.t (region String, n Int32, v Int32, _version UInt64, _is_deleted UInt8) \
+         ENGINE = ReplacingMergeTree(_version, _is_deleted) ORDER BY (region, n)"
+    ))
+    .await;
+    // Versions 1 and 2 of every key; `eu` keys with n % 3 = 0 deleted at
+    // version 3; (eu, 3) inserted again at version 4.
+    for (version, filter, deleted) in [(1, "1", 0), (2, "1", 0), (3, "r = 'eu' AND n % 3 = 0", 1)] {
+        ch_exec(&format!(
+            "INSERT INTO `{db}`.t SELECT r, toInt32(n), 0, {version}, {deleted} FROM \
+             (SELECT arrayJoin(['eu', 'US', 'a b']) AS r) AS rs \
+             CROSS JOIN (SELECT toInt32(number + 1) AS n FROM numbers(10)) AS ns WHERE {filter}"
+        ))
+        .await;
+    }
+    ch_exec(&format!("INSERT INTO `{db}`.t VALUES ('eu', 3, 0, 4, 0)")).await;
+    let mut expected: Vec<(String, i32, u64)> = Vec::new();
+    for r in ["eu", "US", "a b"] {
+        for n in 1..=10 {
+            match (r, n % 3, n) {
+                ("eu", _, 3) => expected.push((r.into(), n, 4)),
+                ("eu", 0, _) => {}
+                _ => expected.push((r.into(), n, 2)),
+            }
+        }
+    }
+    expected.sort();
+
+    let cfg = ClickHouseSinkConfig {
+        url: servers().clickhouse_url.clone(),
+        database: db.clone(),
+        user: "default".into(),
+        password: Default::default(),
+        ssl_root_cert: None,
+        table_names: Default::default(),
+        on_truncate: TruncateMode::Truncate,
+        on_drop_column: DropColumnMode::Keep,
+        json_type: JsonType::String,
+        tables_without_key: NoKeyMode::Multiset,
+    };
+    let reader = sluice::sink::clickhouse::ClickHouseKeys::new(&cfg).unwrap();
+    let table = TableName::new("public", "t");
+    let key = vec!["region".to_string(), "n".to_string()];
+    let mut after: Option<Vec<String>> = None;
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let chunk = reader
+            .live_keys(&table, &key, after.as_deref(), 7)
+            .await
+            .unwrap();
+        chunks += 1;
+        assert!(chunk.live.len() <= 7, "{chunk:?}");
+        for (k, v) in chunk.live {
+            got.push((k[0].clone(), k[1].parse::<i32>().unwrap(), v));
+        }
+        match chunk.upper {
+            Some(u) => after = Some(u),
+            None => break,
+        }
+        assert!(chunks < 100, "the chunks do not end");
+    }
+    assert_eq!(got, expected, "live keys in key order, each once");
+    // 63 rows of 7 per chunk: at least 9 chunks.
+    assert!(chunks >= 9, "{chunks} chunks");
+    let none = reader
+        .live_keys(&TableName::new("public", "missing"), &key, None, 7)
+        .await
+        .unwrap();
+    assert_eq!(none, sluice::sink::KeyChunk::default());
+}
