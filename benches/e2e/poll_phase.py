@@ -18,6 +18,8 @@ the same tables as the snapshot phase, beside ClickHouse's own copies.
                             resumes with reconcile_interval and the default
                             reconcile_chunk; keys compared per second, from
                             the round's log line
+  sluice_reconcile_clickhouse  the same for sluice_poll_clickhouse's copy
+                            (the source's lookup is an IN list on its key)
 The logical source's numbers for the same tables are the snapshot phase's.
 """
 
@@ -96,14 +98,35 @@ cursor = "{cursor}"
 def pg_reconcile(h, table, rows, timeout):
     """Resumes sluice_poll's pipeline (same checkpoint, nothing to copy) with
     a reconcile; measures its first round."""
-    _, key = TABLES[table]
-    ch_db = f"bench_poll_{table}"
-    # Keys below every real one, alive only in ClickHouse: gone from the source.
-    h.ch.q(f"INSERT INTO {ch_db}.{table} ({key}, _version, _is_deleted) "
-           f"SELECT -1 - number, 1, 0 FROM numbers({RECONCILE_GONE})")
     source = pg_source(h, table, 'reconcile_interval = "1s"\n')
-    cfg = config(h, f"bench_poll_{table}", source, ch_db)
-    tag = f"reconcile-{table}"
+    return reconcile_round(h, table, rows, timeout, source, f"bench_poll_{table}", table,
+                           "sluice_reconcile", table)
+
+
+def ch_source(h, table, extra=""):
+    cursor, _ = TABLES[table]
+    return f"""[source.poll]
+kind = "clickhouse"
+url = "{h.ch.url}"
+interval = "{INTERVAL}"
+settle_delay = "{INTERVAL}"
+
+[[source.poll.tables]]
+table = "{NATIVE_DB}.{table}"
+cursor = "{cursor}"
+{extra}"""
+
+
+def reconcile_round(h, table, rows, timeout, source, name, target, system, label):
+    """Plants keys that only the sink has, resumes pipeline `name` with
+    `source` (reconcile on), measures its first round."""
+    _, key = TABLES[table]
+    ch_db = name
+    # Keys below every real one, alive only in ClickHouse: gone from the source.
+    h.ch.q(f"INSERT INTO {ch_db}.{target} ({key}, _version, _is_deleted) "
+           f"SELECT -1 - number, 1, 0 FROM numbers({RECONCILE_GONE})")
+    cfg = config(h, name, source, ch_db)
+    tag = f"reconcile-{label}"
     p = h.start_sluice(cfg, tag)
     t0 = time.monotonic()
     try:
@@ -122,10 +145,10 @@ def pg_reconcile(h, table, rows, timeout):
     if deletes != RECONCILE_GONE or checked != rows + RECONCILE_GONE:
         raise RuntimeError(f"reconcile compared {checked} keys and deleted {deletes}; "
                            f"expected {rows + RECONCILE_GONE} and {RECONCILE_GONE}")
-    live = int(h.ch.scalar(f"SELECT count() FROM {ch_db}.{table} FINAL WHERE _is_deleted = 0"))
+    live = int(h.ch.scalar(f"SELECT count() FROM {ch_db}.{target} FINAL WHERE _is_deleted = 0"))
     if live != rows:
         raise RuntimeError(f"{live} live rows in ClickHouse after the reconcile, expected {rows}")
-    return h.record(phase="poll", system="sluice_reconcile", table=table, rows=checked,
+    return h.record(phase="poll", system=system, table=label, rows=checked,
                     seconds=round(seconds, 3),
                     note=f"one reconcile round, reconcile_chunk default: {checked} keys compared "
                          f"(rows_per_s = keys/s), {deletes} deletes written")
@@ -148,19 +171,9 @@ def ch_poll(h, table, rows, timeout):
     cursor, _ = TABLES[table]
     src, ch_db = NATIVE_DB, f"bench_pollch_{table}"
     h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
-    source = f"""[source.poll]
-kind = "clickhouse"
-url = "{h.ch.url}"
-interval = "{INTERVAL}"
-settle_delay = "{INTERVAL}"
-
-[[source.poll.tables]]
-table = "{src}.{table}"
-cursor = "{cursor}"
-"""
+    source = ch_source(h, table)
     cfg = config(h, f"bench_pollch_{table}", source, ch_db)
     dt, rss = timed_run(h, cfg, f"pollch-{table}", f"SELECT count() FROM {ch_db}.{src}_{table}", rows, timeout)
-    h.ch.q(f"DROP DATABASE IF EXISTS {ch_db}")
     return h.record(phase="poll", system="sluice_poll_clickhouse", table=f"ch:{table}", rows=rows,
                     seconds=round(dt, 3), peak_rss_kib=rss,
                     note=f"[source.poll] clickhouse, cursor {cursor}: start to every row in the other database")
@@ -193,5 +206,10 @@ def run(h, timeout):
         h.attempt("poll", "clickhouse_insert_select", f"ch:{table}", lambda: ch_insert_select(h, table, rows))
         h.attempt("poll", "sluice_poll_clickhouse", f"ch:{table}", lambda: ch_poll(h, table, rows, timeout))
         h.attempt("poll", "sluice_reconcile", table, lambda: pg_reconcile(h, table, rows, timeout))
-        for db in (f"bench_poll_{table}", NATIVE_DB):
+        h.attempt("poll", "sluice_reconcile_clickhouse", f"ch:{table}",
+                  lambda: reconcile_round(h, table, rows, timeout,
+                                          ch_source(h, table, 'reconcile_interval = "1s"\n'),
+                                          f"bench_pollch_{table}", f"{NATIVE_DB}_{table}",
+                                          "sluice_reconcile_clickhouse", f"ch:{table}"))
+        for db in (f"bench_poll_{table}", f"bench_pollch_{table}", NATIVE_DB):
             h.ch.q(f"DROP DATABASE IF EXISTS {db}")

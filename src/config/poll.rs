@@ -182,7 +182,7 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: &RawPollSource) -> Option<PollS
         }
         Some(list) => {
             for (i, t) in list.iter().enumerate() {
-                if let Some(t) = table(c, i, t, kind) {
+                if let Some(t) = table(c, i, t) {
                     if tables.iter().any(|x| x.table == t.table) {
                         c.err(
                             &format!("source.poll.tables[{i}].table"),
@@ -252,12 +252,7 @@ fn clickhouse_conn(c: &mut Checker<'_>, url: &str, password: Option<Secret>) -> 
     })
 }
 
-fn table(
-    c: &mut Checker<'_>,
-    i: usize,
-    raw: &RawPollTable,
-    kind: Option<PollKind>,
-) -> Option<PollTable> {
+fn table(c: &mut Checker<'_>, i: usize, raw: &RawPollTable) -> Option<PollTable> {
     let key = |k: &str| format!("source.poll.tables[{i}].{k}");
     let name = c.required(&key("table"), raw.table.as_ref());
     let table = name.and_then(|n| match TableName::parse(&n) {
@@ -310,7 +305,7 @@ fn table(
         }
         other => other.cloned(),
     };
-    let reconcile = reconcile(c, i, raw, kind);
+    let reconcile = reconcile(c, i, raw);
     Some(PollTable {
         table: table?,
         cursor: cursor?,
@@ -323,12 +318,7 @@ fn table(
 }
 
 /// `reconcile_interval` / `reconcile_chunk` of table `i`.
-fn reconcile(
-    c: &mut Checker<'_>,
-    i: usize,
-    raw: &RawPollTable,
-    kind: Option<PollKind>,
-) -> Option<Reconcile> {
+fn reconcile(c: &mut Checker<'_>, i: usize, raw: &RawPollTable) -> Option<Reconcile> {
     let key = |k: &str| format!("source.poll.tables[{i}].{k}");
     let chunk = match raw.reconcile_chunk {
         None => DEFAULT_RECONCILE_CHUNK,
@@ -358,13 +348,6 @@ fn reconcile(
     };
     if interval.0.is_zero() {
         c.err(&key("reconcile_interval"), "must be > 0");
-        return None;
-    }
-    if kind == Some(PollKind::ClickHouse) {
-        c.err(
-            &key("reconcile_interval"),
-            "reconcile is built for kind = \"postgres\" only: a polled ClickHouse table cannot reconcile hard deletes yet (remove reconcile_interval)",
-        );
         return None;
     }
     Some(Reconcile {
@@ -565,16 +548,15 @@ mod tests {
     }
 
     #[test]
-    fn reconcile_refused_for_kafka_and_clickhouse_sources() {
-        let e = check(
+    fn reconcile_refused_for_kafka_sinks() {
+        let p = check(
             "[source.poll]\nkind = \"clickhouse\"\nurl = \"http://ch:8123\"\n\
              [[source.poll.tables]]\ntable = \"d.t\"\ncursor = \"c\"\nreconcile_interval = \"1m\"\n",
         )
-        .unwrap_err();
-        assert!(
-            e.iter().any(|l| l
-                .starts_with("source.poll.tables[0].reconcile_interval: reconcile is built for kind = \"postgres\" only")),
-            "{e:?}"
+        .unwrap();
+        assert_eq!(
+            p.tables[0].reconcile.map(|r| r.interval),
+            Some(Duration::from_secs(60))
         );
         let text = format!(
             "[pipeline]\nname = \"p\"\n[sink.kafka]\nbrokers = \"k:9092\"\n{PG}\

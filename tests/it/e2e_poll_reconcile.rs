@@ -233,3 +233,348 @@ async fn reconcile_deletes_keys_gone_from_the_source_across_kills() {
         "{text}"
     );
 }
+
+/// Polled ClickHouse tables (a `UInt64` key and a composite
+/// `(LowCardinality(String), UInt32)` key) into another ClickHouse
+/// database with reconcile, under inserts, updates, lightweight `DELETE`s
+/// and re-inserts with SIGKILLs: equal at the end, a re-inserted key alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_source_reconcile_deletes_keys_gone_across_kills() {
+    let src = unique_name("reconsrc");
+    ch_exec(&format!("CREATE DATABASE `{src}`")).await;
+    let _source_db = crate::e2e_poll::DropDatabase(src.clone());
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.events (id UInt64, v Int32, note String,
+             updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY id"
+    ))
+    .await;
+    ch_exec(&format!(
+        "CREATE TABLE `{src}`.pairs (region LowCardinality(String), n UInt32, v Int32,
+             updated_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (region, n)"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.events SELECT number, toInt32(number), 'start', now64(6) FROM numbers(1, 300)"
+    ))
+    .await;
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.pairs SELECT r, toUInt32(n), 0, now64(6) \
+         FROM (SELECT arrayJoin(['eu', 'US', 'a b', 'Ümlaut', 'zz-top']) AS r) AS rs \
+         CROSS JOIN (SELECT number + 1 AS n FROM numbers(30)) AS ns"
+    ))
+    .await;
+    let ch_url = servers().clickhouse_url.clone();
+    let source = format!(
+        r#"[source.poll]
+kind = "clickhouse"
+url = "{ch_url}"
+interval = "200ms"
+settle_delay = "1s"
+
+[[source.poll.tables]]
+table = "{src}.events"
+cursor = "updated_at"
+reconcile_interval = "1s"
+reconcile_chunk = 7
+
+[[source.poll.tables]]
+table = "{src}.pairs"
+cursor = "updated_at"
+reconcile_interval = "1s"
+reconcile_chunk = 5
+"#
+    );
+    let mut p = TestPipeline::with_source(|_| source.clone(), "", &ch_url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let loader = {
+        let (src, stop, ops) = (src.clone(), stop.clone(), ops.clone());
+        tokio::spawn(async move {
+            let mut next = 1000u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (kind, a, r, x) = {
+                    let mut g = rand::thread_rng();
+                    (
+                        g.gen_range(0..8),
+                        g.gen_range(1..next),
+                        REGIONS[g.gen_range(0..REGIONS.len())],
+                        g.gen_range(1..40u32),
+                    )
+                };
+                let sql = match kind {
+                    0 => {
+                        next += 20;
+                        format!("INSERT INTO `{src}`.events SELECT {next} + number, 1, 'new', now64(6) FROM numbers(15)")
+                    }
+                    1 => format!(
+                        "INSERT INTO `{src}`.events SELECT id, v + 1, 'upd', now64(6) FROM `{src}`.events FINAL WHERE id IN ({a}, {a} + 1)"
+                    ),
+                    2 => format!("DELETE FROM `{src}`.events WHERE id = {a}"),
+                    3 => format!("DELETE FROM `{src}`.events WHERE id BETWEEN {a} AND {a} + 12"),
+                    4 => format!(
+                        "INSERT INTO `{src}`.events VALUES ({a}, -1, 'again', now64(6))"
+                    ),
+                    5 => format!(
+                        "DELETE FROM `{src}`.pairs WHERE region = '{r}' AND n BETWEEN {x} AND {x} + 6"
+                    ),
+                    _ => format!(
+                        "INSERT INTO `{src}`.pairs SELECT '{r}', toUInt32({x} + number), toInt32(number), now64(6) FROM numbers(8)"
+                    ),
+                };
+                ch_exec(&sql).await;
+                ops.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    p.kill_repeatedly(4, 1500..3500).await;
+    let mut last = p.spawn(&[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+
+    ch_exec(&format!("DELETE FROM `{src}`.pairs WHERE region = 'US'")).await;
+    let again: u64 = ch_query(&format!(
+        "SELECT id FROM `{src}`.events FINAL ORDER BY id LIMIT 1 OFFSET 10"
+    ))
+    .await
+    .trim()
+    .parse()
+    .unwrap();
+    ch_exec(&format!("DELETE FROM `{src}`.events WHERE id = {again}")).await;
+    let db = p.ch_db.clone();
+    let alive = format!(
+        "SELECT count() FROM `{db}`.`{src}_events` FINAL WHERE id = {again} AND _is_deleted = 0"
+    );
+    let start = Instant::now();
+    while ch_count(&p, &alive).await != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the reconcile did not delete id {again}:\n{}",
+            tail(&p.last_log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ch_exec(&format!(
+        "INSERT INTO `{src}`.events VALUES ({again}, 4242, 'back', now64(6))"
+    ))
+    .await;
+
+    let checks = [
+        (
+            format!("SELECT toString(id), toString(v), note, toString(updated_at) FROM `{src}`.events FINAL"),
+            format!("SELECT toString(id), toString(v), note, toString(updated_at) FROM `{db}`.`{src}_events` FINAL WHERE _is_deleted = 0"),
+        ),
+        (
+            format!("SELECT region, toString(n), toString(v), toString(updated_at) FROM `{src}`.pairs FINAL"),
+            format!("SELECT region, toString(n), toString(v), toString(updated_at) FROM `{db}`.`{src}_pairs` FINAL WHERE _is_deleted = 0"),
+        ),
+    ];
+    let start = Instant::now();
+    let mut equal = Vec::new();
+    for (source_sql, target_sql) in &checks {
+        loop {
+            let mut expected = tsv_lines(&ch_query(source_sql).await);
+            expected.sort();
+            let actual = p.ch(target_sql).await.map(|t| {
+                let mut l = tsv_lines(&t);
+                l.sort();
+                l
+            });
+            match actual {
+                Ok(a) if a == expected => {
+                    equal.push(a);
+                    break;
+                }
+                other => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "not equal after 120 s: source {} rows, target {:?} rows\n{}",
+                        expected.len(),
+                        other.map(|a| a.len()),
+                        tail(&p.last_log(), 30)
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    assert!(
+        equal[0]
+            .iter()
+            .any(|l| l.starts_with(&format!("{again}\t4242\tback\t"))),
+        "the re-inserted key {again} is alive"
+    );
+    assert!(!equal[1].iter().any(|l| l.starts_with("US\t")));
+    let deletes = ch_count(
+        &p,
+        &format!("SELECT count() FROM `{db}`.`{src}_events` WHERE _is_deleted = 1"),
+    )
+    .await;
+    assert!(deletes > 0, "no delete rows written");
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+
+    // A restart with nothing new to poll: the delete rows take their shape
+    // from an empty read of the source.
+    let gone: u64 = ch_query(&format!(
+        "SELECT id FROM `{src}`.events FINAL ORDER BY id DESC LIMIT 1"
+    ))
+    .await
+    .trim()
+    .parse()
+    .unwrap();
+    ch_exec(&format!("DELETE FROM `{src}`.events WHERE id = {gone}")).await;
+    let mut last = p.spawn(&[]);
+    let alive = alive.replace(&format!("id = {again}"), &format!("id = {gone}"));
+    let start = Instant::now();
+    while ch_count(&p, &alive).await != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the reconcile did not delete id {gone} after a restart:\n{}",
+            tail(&p.last_log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    println!(
+        "clickhouse reconcile test: 4 kills, {} load operations; equal: {} events, {} pairs; {deletes} event delete rows",
+        ops.load(Ordering::Relaxed),
+        equal[0].len(),
+        equal[1].len()
+    );
+}
+
+/// A key type the reconcile cannot match exactly is refused by `check`,
+/// naming the column; the same table without reconcile passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_refuses_reconcile_on_unsupported_key_types() {
+    let db = fresh_db("reconcheck").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE prices (code numeric PRIMARY KEY, v int,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE INDEX ON prices (updated_at);",
+        )
+        .await
+        .unwrap();
+    let source = |reconcile: &str| {
+        format!(
+            "[source.poll]\nkind = \"postgres\"\nurl = \"{}\"\n\n[[source.poll.tables]]\n\
+             table = \"public.prices\"\ncursor = \"updated_at\"\n{reconcile}",
+            db.url
+        )
+    };
+    let check = |p: &TestPipeline| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(["check", "-c"])
+            .arg(&p.config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let with = TestPipeline::with_source(
+        |_| source("reconcile_interval = \"1m\"\n"),
+        "",
+        &servers().clickhouse_url,
+    );
+    let (ok, text) = check(&with);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("reconcile_interval: key column \"code\" is numeric"),
+        "{text}"
+    );
+    let without = TestPipeline::with_source(|_| source(""), "", &servers().clickhouse_url);
+    let (ok, text) = check(&without);
+    assert!(ok, "{text}");
+    assert!(text.contains("hard deletes are invisible"), "{text}");
+}
+
+/// The sink's live keys, chunk by chunk, on a real ClickHouse table with
+/// several versions per key, deletes and a delete undone by a later
+/// version: every live key once, in key order (bytes for text), with its
+/// latest version; chunks bounded; a missing table has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_live_keys_come_in_bounded_chunks_in_key_order() {
+    use sluice::config::{
+        ClickHouseSinkConfig, DropColumnMode, JsonType, NoKeyMode, TableName, TruncateMode,
+    };
+    use sluice::sink::KeyReader;
+
+    let db = unique_name("reconkeys");
+    ch_exec(&format!("CREATE DATABASE `{db}`")).await;
+    let _drop = crate::e2e_poll::DropDatabase(db.clone());
+    ch_exec(&format!(
+        "CREATE TABLE `{db}`.t (region String, n Int32, v Int32, _version UInt64, _is_deleted UInt8) \
+         ENGINE = ReplacingMergeTree(_version, _is_deleted) ORDER BY (region, n)"
+    ))
+    .await;
+    // Versions 1 and 2 of every key; `eu` keys with n % 3 = 0 deleted at
+    // version 3; (eu, 3) inserted again at version 4.
+    for (version, filter, deleted) in [(1, "1", 0), (2, "1", 0), (3, "r = 'eu' AND n % 3 = 0", 1)] {
+        ch_exec(&format!(
+            "INSERT INTO `{db}`.t SELECT r, toInt32(n), 0, {version}, {deleted} FROM \
+             (SELECT arrayJoin(['eu', 'US', 'a b']) AS r) AS rs \
+             CROSS JOIN (SELECT toInt32(number + 1) AS n FROM numbers(10)) AS ns WHERE {filter}"
+        ))
+        .await;
+    }
+    ch_exec(&format!("INSERT INTO `{db}`.t VALUES ('eu', 3, 0, 4, 0)")).await;
+    let mut expected: Vec<(String, i32, u64)> = Vec::new();
+    for r in ["eu", "US", "a b"] {
+        for n in 1..=10 {
+            match (r, n % 3, n) {
+                ("eu", _, 3) => expected.push((r.into(), n, 4)),
+                ("eu", 0, _) => {}
+                _ => expected.push((r.into(), n, 2)),
+            }
+        }
+    }
+    expected.sort();
+
+    let cfg = ClickHouseSinkConfig {
+        url: servers().clickhouse_url.clone(),
+        database: db.clone(),
+        user: "default".into(),
+        password: Default::default(),
+        ssl_root_cert: None,
+        table_names: Default::default(),
+        on_truncate: TruncateMode::Truncate,
+        on_drop_column: DropColumnMode::Keep,
+        json_type: JsonType::String,
+        tables_without_key: NoKeyMode::Multiset,
+    };
+    let reader = sluice::sink::clickhouse::ClickHouseKeys::new(&cfg).unwrap();
+    let table = TableName::new("public", "t");
+    let key = vec!["region".to_string(), "n".to_string()];
+    let mut after: Option<Vec<String>> = None;
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let chunk = reader
+            .live_keys(&table, &key, after.as_deref(), 7)
+            .await
+            .unwrap();
+        chunks += 1;
+        assert!(chunk.live.len() <= 7, "{chunk:?}");
+        for (k, v) in chunk.live {
+            got.push((k[0].clone(), k[1].parse::<i32>().unwrap(), v));
+        }
+        match chunk.upper {
+            Some(u) => after = Some(u),
+            None => break,
+        }
+        assert!(chunks < 100, "the chunks do not end");
+    }
+    assert_eq!(got, expected, "live keys in key order, each once");
+    // 63 rows of 7 per chunk: at least 9 chunks.
+    assert!(chunks >= 9, "{chunks} chunks");
+    let none = reader
+        .live_keys(&TableName::new("public", "missing"), &key, None, 7)
+        .await
+        .unwrap();
+    assert_eq!(none, sluice::sink::KeyChunk::default());
+}

@@ -15,7 +15,7 @@ use clickhouse::Client;
 use futures_util::future::BoxFuture;
 
 use super::toast::quote_ch_string;
-use super::{client, error_code, map_error, quote_ch_ident};
+use super::{client, map_error, quote_ch_ident};
 use crate::config::{ClickHouseSinkConfig, TableName};
 use crate::core::meta;
 use crate::sink::{KeyChunk, KeyReader, SinkError};
@@ -54,9 +54,6 @@ impl ClickHouseKeys {
                     ..
                 } = e
                 {
-                    return Ok(None);
-                }
-                if error_code(&e.to_string()) == Some(UNKNOWN_TABLE) {
                     return Ok(None);
                 }
                 return Err(e);

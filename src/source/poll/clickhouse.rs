@@ -16,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 use clickhouse::{Client, Compression};
 
 use super::batch::{assemble, Layout};
+use super::reconcile::{ch_exists_sql, ch_key_supported, delete_batch, hard_delete_note};
 use super::watermark::{after_batch, next_interval, settle_timestamp, CursorKind, SettleWatermark};
 use super::{now_micros, Emitter, PollPosition};
 use crate::config::poll::PollTable;
@@ -151,6 +152,9 @@ struct ChTable {
     cursor: usize,
     version: Option<usize>,
     settle: SettleWatermark,
+    /// The shape batches carry, once known (from a poll or, for a
+    /// reconcile's delete rows, an empty read).
+    shape: Option<Arc<TableShape>>,
 }
 
 pub struct ChPoller {
@@ -251,6 +255,12 @@ async fn describe(
         }
         None => None,
     };
+    if cfg.reconcile.is_some() {
+        for k in &key {
+            let c = &columns[find(k, "key")?];
+            ch_key_supported(&c.name, &c.ch_type).map_err(|e| table_error(t, e))?;
+        }
+    }
     let mut select: Vec<String> = columns.iter().map(ChColumn::select).collect();
     if let Some(d) = &cfg.deleted {
         select.push(format!(
@@ -268,6 +278,7 @@ async fn describe(
         cursor,
         version,
         settle: SettleWatermark::new(settle),
+        shape: None,
     })
 }
 
@@ -340,6 +351,92 @@ impl ChPoller {
 
     pub fn key_columns(&self, i: usize) -> Vec<String> {
         self.tables[i].key.clone()
+    }
+
+    /// Which of `keys` (text values in key order) table `i` still has: one
+    /// `IN` lookup on the key, matched by the keys' text.
+    pub async fn present(
+        &self,
+        i: usize,
+        keys: &[(Vec<String>, u64)],
+    ) -> Result<Vec<bool>, SourceError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = &self.tables[i];
+        let name = &t.cfg.table;
+        let mut columns = Vec::new();
+        let mut types = Vec::new();
+        for k in &t.key {
+            let c =
+                t.columns.iter().find(|c| &c.name == k).ok_or_else(|| {
+                    table_error(name, format!("key column \"{k}\" does not exist"))
+                })?;
+            columns.push(ident(k));
+            types.push(c.ch_type.clone());
+        }
+        let sql = ch_exists_sql(&quoted(name), &columns, &types, keys, |v| {
+            format!("'{}'", escape(v))
+        });
+        let bytes = self
+            .conn
+            .client()
+            // The key list is in the query text; the default limit (256 KiB)
+            // is too small for a large chunk.
+            .with_setting("max_query_size", (sql.len() + 4096).to_string())
+            .query(&sql)
+            .fetch_bytes("JSONCompactEachRow")
+            .map_err(|e| self.conn.error(Some(name), e))?
+            .collect()
+            .await
+            .map_err(|e| self.conn.error(Some(name), e))?;
+        let mut found = std::collections::HashSet::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let row: Vec<String> = serde_json::from_slice(line)
+                .map_err(|e| table_error(name, format!("reconcile lookup: {e}")))?;
+            found.insert(row);
+        }
+        Ok(keys.iter().map(|(k, _)| found.contains(k)).collect())
+    }
+
+    /// Delete rows for `keys` of table `i`, in the shape its polls emit
+    /// (read from an empty result when no poll of this process had rows).
+    pub async fn delete_batch(
+        &mut self,
+        i: usize,
+        keys: &[(Vec<String>, u64)],
+    ) -> Result<crate::core::TableBatch, SourceError> {
+        let name = self.tables[i].cfg.table.clone();
+        let shape = match self.tables[i].shape.clone() {
+            Some(s) => s,
+            None => {
+                let t = &self.tables[i];
+                let sql = format!("SELECT {} FROM {} LIMIT 0", t.select, quoted(&name));
+                let bytes = self
+                    .conn
+                    .client()
+                    .query(&sql)
+                    .fetch_bytes("ArrowStream")
+                    .map_err(|e| self.conn.error(Some(&name), e))?
+                    .collect()
+                    .await
+                    .map_err(|e| self.conn.error(Some(&name), e))?;
+                let mut decoder = StreamDecoder::new();
+                let mut buf = Buffer::from(bytes.to_vec());
+                while decoder
+                    .decode(&mut buf)
+                    .map_err(|e| table_error(&name, format!("ArrowStream: {e}")))?
+                    .is_some()
+                {}
+                let schema = decoder
+                    .schema()
+                    .ok_or_else(|| table_error(&name, "ArrowStream without a schema"))?;
+                let s = self.shape(i, schema)?;
+                self.tables[i].shape = Some(s.clone());
+                s
+            }
+        };
+        delete_batch(&shape, keys, now_micros()).map_err(|e| table_error(&name, e))
     }
 
     /// The safe upper bound of table `i` now.
@@ -447,6 +544,9 @@ impl ChPoller {
         decoder
             .finish()
             .map_err(|e| table_error(&name, format!("ArrowStream ended early: {e}")))?;
+        if let Some(s) = shape {
+            self.tables[i].shape = Some(s);
+        }
         position.set(&key, Some(hi));
         Ok(emit.send(Vec::new(), position).await)
     }
@@ -566,11 +666,12 @@ pub async fn healthcheck(conn: &ChConn, tables: &[PollTable], settle: Duration) 
                 r.ok(
                     &subject,
                     format!(
-                        "{} columns, key ({}), cursor \"{}\" {}; hard deletes are invisible to polling (use a soft-delete column and `deleted`)",
+                        "{} columns, key ({}), cursor \"{}\" {}; {}",
                         d.columns.len(),
                         d.key.join(", "),
                         d.cfg.cursor,
-                        d.columns[d.cursor].ch_type
+                        d.columns[d.cursor].ch_type,
+                        hard_delete_note(t.reconcile)
                     ),
                 );
                 // The sorting key's first column serves range reads.

@@ -283,11 +283,6 @@ pub enum Poller {
     ClickHouse(clickhouse::ChPoller),
 }
 
-/// Reconcile is refused for polled ClickHouse tables by validation.
-fn no_reconcile() -> SourceError {
-    SourceError::Unsupported("reconcile is built for polled PostgreSQL tables only".into())
-}
-
 impl Poller {
     fn table(&self, i: usize) -> &TableName {
         match self {
@@ -312,19 +307,19 @@ impl Poller {
     ) -> Result<Vec<bool>, SourceError> {
         match self {
             Poller::Postgres(p) => p.present(i, keys).await,
-            Poller::ClickHouse(_) => Err(no_reconcile()),
+            Poller::ClickHouse(p) => p.present(i, keys).await,
         }
     }
 
     /// Delete rows for `keys` of table `i`.
-    fn delete_batch(
-        &self,
+    async fn delete_batch(
+        &mut self,
         i: usize,
         keys: &[(Vec<String>, u64)],
     ) -> Result<TableBatch, SourceError> {
         match self {
             Poller::Postgres(p) => p.delete_batch(i, keys),
-            Poller::ClickHouse(_) => Err(no_reconcile()),
+            Poller::ClickHouse(p) => p.delete_batch(i, keys).await,
         }
     }
 

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::batch::{assemble, Layout};
-use super::reconcile::{delete_batch, pg_exists_sql, pg_key_cast};
+use super::reconcile::{delete_batch, hard_delete_note, pg_exists_sql, pg_key_cast};
 use super::watermark::{
     after_batch, next_interval, timestamp_watermark, CursorKind, Running, SequenceWatermark,
 };
@@ -473,10 +473,7 @@ pub async fn healthcheck(conn: &PgConnInfo, tables: &[PollTable]) -> Report {
                         keys.join(", "),
                         c.name,
                         c.source_type,
-                        match t.reconcile {
-                            None => "hard deletes are invisible to polling (use a soft-delete column and `deleted`, or set reconcile_interval)".to_string(),
-                            Some(r) => format!("hard deletes are found by a reconcile every {:?} ({} keys per chunk)", r.interval, r.chunk),
-                        }
+                        hard_delete_note(t.reconcile)
                     ),
                 );
                 if c.nullable {

@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    new_null_array, ArrayRef, FixedSizeBinaryArray, Int16Array, Int32Array, Int64Array, StringArray,
-};
+use arrow::array::{new_null_array, Array, ArrayRef, FixedSizeBinaryArray, StringArray};
+use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
@@ -19,7 +18,7 @@ use super::{Emitter, PollPosition, Poller};
 use crate::config::poll::Reconcile;
 use crate::config::{quote_ident, TableName};
 use crate::core::meta::{batch_schema, MetaBuilder, RowMeta, OP_DELETE};
-use crate::core::{Classify, ColumnInfo, SinkItem, TableBatch, TableShape};
+use crate::core::{Classify, ColumnInfo, ErrorClass, SinkItem, TableBatch, TableShape};
 use crate::metrics as m;
 use crate::sink::KeyReader;
 use crate::source::SourceError;
@@ -29,6 +28,17 @@ use crate::source::SourceError;
 /// the sink's own live-key query sees the key as deleted afterwards.
 pub fn delete_version(latest: u64) -> u64 {
     latest.saturating_add(1)
+}
+
+/// What `sluice check` says about a table's hard deletes.
+pub fn hard_delete_note(r: Option<Reconcile>) -> String {
+    match r {
+        None => "hard deletes are invisible to polling (use a soft-delete column and `deleted`, or set reconcile_interval)".into(),
+        Some(r) => format!(
+            "hard deletes are found by a reconcile every {:?} ({} keys per chunk)",
+            r.interval, r.chunk
+        ),
+    }
 }
 
 /// How a key column's text (as the sink returns it) is cast in the
@@ -71,6 +81,64 @@ pub fn pg_exists_sql(table: &TableName, key: &[String], casts: &[&str]) -> Strin
     )
 }
 
+/// Whether a polled ClickHouse key column can be reconciled: types whose
+/// text form (`toString`) is the same in the source and in the sink, so
+/// that the keys found in the source are matched by their text.
+pub fn ch_key_supported(name: &str, ch_type: &str) -> Result<(), String> {
+    const TYPES: [&str; 10] = [
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "String",
+        "LowCardinality(String)",
+    ];
+    if TYPES.contains(&ch_type) {
+        Ok(())
+    } else {
+        Err(format!(
+            "reconcile_interval: key column \"{name}\" is {ch_type}; reconcile supports keys of (U)Int8..64 and String columns (remove reconcile_interval, or key the table by such columns)"
+        ))
+    }
+}
+
+/// The ClickHouse source query of one chunk: which of the given keys
+/// still exist, as their text. `columns` are quoted identifiers, `types`
+/// their ClickHouse types; `quote` makes a string literal. The keys go in
+/// as one array of strings per column (parsed much faster than a list of
+/// `CAST` calls), cast to the columns' types in an `IN` subquery.
+pub fn ch_exists_sql(
+    table: &str,
+    columns: &[String],
+    types: &[String],
+    keys: &[(Vec<String>, u64)],
+    quote: impl Fn(&str) -> String,
+) -> String {
+    let arrays: Vec<String> = (0..columns.len())
+        .map(|c| {
+            let values: Vec<String> = keys.iter().map(|(k, _)| quote(&k[c])).collect();
+            format!("[{}]", values.join(", "))
+        })
+        .collect();
+    let casts: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("CAST(t.{}, {})", i + 1, quote(t)))
+        .collect();
+    let text: Vec<String> = columns.iter().map(|c| format!("toString({c})")).collect();
+    format!(
+        "SELECT DISTINCT {} FROM {table} WHERE ({}) IN (SELECT {} FROM (SELECT arrayJoin(arrayZip({})) AS t))",
+        text.join(", "),
+        columns.join(", "),
+        casts.join(", "),
+        arrays.join(", ")
+    )
+}
+
 /// Delete rows for `keys` (text values in key order, with the sink's
 /// latest version): the key columns set, the others NULL (the sink fills
 /// defaults), `_op` `d`, `_is_deleted` 1.
@@ -95,18 +163,6 @@ pub fn delete_batch(
             )
         };
         let a: ArrayRef = match &c.data_type {
-            DataType::Int16 => Arc::new(Int16Array::from(
-                text.map(|v| v.parse().map_err(|_| bad(v)))
-                    .collect::<Result<Vec<i16>, _>>()?,
-            )),
-            DataType::Int32 => Arc::new(Int32Array::from(
-                text.map(|v| v.parse().map_err(|_| bad(v)))
-                    .collect::<Result<Vec<i32>, _>>()?,
-            )),
-            DataType::Int64 => Arc::new(Int64Array::from(
-                text.map(|v| v.parse().map_err(|_| bad(v)))
-                    .collect::<Result<Vec<i64>, _>>()?,
-            )),
             DataType::Utf8 => Arc::new(StringArray::from_iter_values(text)),
             DataType::FixedSizeBinary(16) => {
                 let bytes = text
@@ -119,6 +175,15 @@ pub fn delete_batch(
                     FixedSizeBinaryArray::try_from_iter(bytes.into_iter())
                         .map_err(|e| e.to_string())?,
                 )
+            }
+            t if t.is_integer() => {
+                let strings = StringArray::from_iter_values(text);
+                // A value that does not parse becomes NULL: reported below.
+                let a = cast(&strings, t).map_err(|e| e.to_string())?;
+                if let Some(row) = (0..n).find(|r| a.is_null(*r)) {
+                    return Err(bad(strings.value(row)));
+                }
+                a
             }
             other => {
                 return Err(format!(
@@ -270,9 +335,17 @@ impl Reconciler {
                     .keys
                     .live_keys(&table, &key, round.after.as_deref(), t.cfg.chunk)
                     .await
-                    .map_err(|e| SourceError::SinkKeys {
-                        message: format!("table {table}: {e}"),
-                        retryable: e.is_transient(),
+                    .map_err(|e| match e.class() {
+                        // The sink cannot list this table's keys: stop the
+                        // table, not the pipeline.
+                        ErrorClass::Table(_) => SourceError::TableData {
+                            table: table.clone(),
+                            message: format!("reconcile: {e}"),
+                        },
+                        class => SourceError::SinkKeys {
+                            message: format!("table {table}: {e}"),
+                            retryable: class == ErrorClass::Transient,
+                        },
                     })?;
                 let present = poller.present(i, &chunk.live).await?;
                 let gone: Vec<(Vec<String>, u64)> = chunk
@@ -283,7 +356,7 @@ impl Reconciler {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for part in gone.chunks(self.max_rows) {
-                    let batch = poller.delete_batch(i, part)?;
+                    let batch = poller.delete_batch(i, part).await?;
                     if !emit.send(vec![SinkItem::Rows(batch)], position).await {
                         return Ok(false);
                     }
@@ -392,6 +465,38 @@ mod tests {
             "SELECT k.i::int8 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(k1, k2, i) \
              WHERE EXISTS (SELECT 1 FROM \"my schema\".\"Orders\" t WHERE t.\"re\"\"gion\" = k.k1::text AND t.\"id\" = k.k2::int8)"
         );
+    }
+
+    #[test]
+    fn clickhouse_exists_query_and_key_types() {
+        let q = |v: &str| format!("'{}'", v.replace('\'', "\\'"));
+        let keys = vec![
+            (vec!["a'b".to_string(), "1".to_string()], 5),
+            (vec!["c".to_string(), "2".to_string()], 6),
+        ];
+        let cols = vec!["`re`".to_string(), "`n`".to_string()];
+        let types = vec!["String".to_string(), "UInt32".to_string()];
+        assert_eq!(
+            ch_exists_sql("`d`.`t`", &cols, &types, &keys, q),
+            "SELECT DISTINCT toString(`re`), toString(`n`) FROM `d`.`t` WHERE (`re`, `n`) IN \
+             (SELECT CAST(t.1, 'String'), CAST(t.2, 'UInt32') FROM \
+             (SELECT arrayJoin(arrayZip(['a\\'b', 'c'], ['1', '2'])) AS t))"
+        );
+        let one = ch_exists_sql(
+            "`d`.`t`",
+            &cols[1..],
+            &types[1..],
+            &[(vec!["7".into()], 1)],
+            q,
+        );
+        assert!(
+            one.ends_with("WHERE (`n`) IN (SELECT CAST(t.1, 'UInt32') FROM (SELECT arrayJoin(arrayZip(['7'])) AS t))"),
+            "{one}"
+        );
+        assert!(ch_key_supported("a", "UInt64").is_ok());
+        assert!(ch_key_supported("a", "LowCardinality(String)").is_ok());
+        let e = ch_key_supported("at", "DateTime64(6, 'UTC')").unwrap_err();
+        assert!(e.contains("\"at\" is DateTime64"), "{e}");
     }
 
     #[test]
