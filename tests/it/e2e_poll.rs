@@ -425,3 +425,39 @@ lookback = 50
     );
     assert!(terminate(&mut last, Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_source_gets_the_sink_probe_and_process_gauges_too() {
+    let mut ch = OwnClickHouse::start();
+    let db = fresh_db("e2e_ready_poll").await;
+    db.client.batch_execute(SCHEMA).await.unwrap();
+    let port = free_port();
+    let mut p = TestPipeline::with_source(
+        |_| poll_source(&db.url),
+        &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\nready_max_lag = \"30s\"\n"),
+        &ch.url,
+    );
+    let mut sluice = p.spawn(&[]);
+    crate::e2e_ops::wait_ready(port, true, Duration::from_secs(90)).await;
+    let m = crate::e2e_ops::scrape(port).await;
+    assert!(
+        crate::e2e_ops::value(&m, "sluice_process_resident_memory_bytes", &[]).unwrap_or(0.0) > 0.0,
+        "{m}"
+    );
+
+    ch.stop();
+    // The probe's own finding (writes failing may be said first).
+    wait_for(
+        "/readyz to say the sink does not answer",
+        Duration::from_secs(30),
+        || async {
+            crate::e2e_ops::get(port, "/readyz")
+                .await
+                .filter(|(code, why)| *code == 503 && why.contains("the sink does not answer"))
+        },
+    )
+    .await;
+    ch.restart();
+    crate::e2e_ops::wait_ready(port, true, Duration::from_secs(120)).await;
+    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+}
