@@ -316,6 +316,19 @@ async fn send(
     }
 }
 
+/// Whether a failed delivery means the brokers no longer accept this
+/// producer's id or sequence (its idempotence state is lost).
+fn producer_state_lost(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+    )
+}
+
 /// Waits until every message of the flush is acknowledged; a failed
 /// delivery is the result (the pipeline applies the whole flush again).
 /// Says what it waits for while the brokers do not answer.
@@ -373,7 +386,21 @@ impl Sink for KafkaSink {
     }
 
     async fn apply(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
-        self.apply_items(items).await
+        let result = self.apply_items(items).await;
+        if let Err(SinkError::KafkaDelivery {
+            code: Some(code), ..
+        }) = &result
+        {
+            if producer_state_lost(*code) {
+                // Seen after deliveries timed out: the brokers refuse every
+                // later message of this producer id, and librdkafka does not
+                // count it as fatal. A new producer (new id) sends the flush
+                // again (at-least-once).
+                tracing::warn!(%code, "the brokers refuse the Kafka producer's id; making a new producer");
+                self.producer = None;
+            }
+        }
+        result
     }
 
     fn take_failed(&mut self) -> Vec<(TableName, String)> {
