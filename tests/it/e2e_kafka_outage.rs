@@ -2,7 +2,10 @@
 //! while changes keep coming, then resumed. sluice waits, says in its log
 //! what it waits for, and afterwards the topics hold every change once and
 //! in order (a consumer sees no replayed or out-of-order event) and rebuild
-//! tables equal to PostgreSQL.
+//! tables equal to PostgreSQL. And with a short `message.timeout.ms`, the
+//! deliveries that time out during a freeze fail their flush, which is
+//! applied again (by a new producer if the brokers then refuse the old one's
+//! id) until the tables rebuild equal.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -85,5 +88,60 @@ async fn frozen_broker_loses_and_reorders_nothing() {
         "the log does not say what sluice waits for:\n{}",
         tail(&text, 30)
     );
+    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+}
+
+/// Deliveries that fail (here: they time out while the broker is frozen,
+/// `message.timeout.ms` 2 s) fail the flush, which is applied again once the
+/// broker answers: nothing is lost, the log names the failed delivery, and
+/// a consumer that skips replays (at-least-once) rebuilds equal tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_fail_the_flush_which_is_applied_again() {
+    let kafka = OwnKafka::start();
+    let db = fresh_db("kafka_timeout").await;
+    db.client.batch_execute(SCHEMA).await.unwrap();
+    let mut p = TestPipeline::with_kafka_brokers(
+        &db.url,
+        &TABLES,
+        "[sink.kafka.properties]\n\"message.timeout.ms\" = \"2000\"",
+        &kafka.brokers,
+    );
+    let mut run = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let txns = Arc::new(AtomicU64::new(0));
+    let loader = tokio::spawn(load(db.url.clone(), stop.clone(), txns.clone()));
+    let topics: Vec<String> = TABLES.iter().map(|t| p.topic(t)).collect();
+    let mut log = ChangeLog::open(&kafka.brokers, &topics);
+    log.poll_for(Duration::from_secs(2));
+
+    kafka.pause();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    kafka.resume();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "sluice stopped:\n{}",
+        tail(&p.last_log(), 30)
+    );
+
+    wait_kafka_equal(
+        &p,
+        &mut log,
+        &db.client,
+        &checks(),
+        Duration::from_secs(120),
+    )
+    .await;
+    let text = p.last_log();
+    assert!(
+        text.contains("delivery failed") && text.contains("Message timed out"),
+        "the log does not name the failed delivery:\n{}",
+        tail(&text, 30)
+    );
+    println!("kafka delivery timeouts: {:?}", log.counts);
     assert!(terminate(&mut run, Duration::from_secs(30)).success());
 }

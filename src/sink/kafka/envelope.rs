@@ -32,7 +32,7 @@ use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray
 use arrow::datatypes::{TimestampMicrosecondType, UInt16Type, UInt64Type, UInt8Type};
 use serde_json::Value;
 
-use super::render::{self, write_str};
+use super::render::{self, write_int, write_str};
 use crate::config::TableName;
 use crate::core::meta::{self, OP_DELETE, OP_INSERT, OP_READ, OP_UPDATE};
 use crate::core::{TableBatch, TruncateMeta};
@@ -368,11 +368,6 @@ pub fn write_truncate(
     out.extend_from_slice(b",\"op\":\"t\",\"ts_ms\":");
     write_int(out, now_ms);
     out.push(b'}');
-}
-
-fn write_int(out: &mut Vec<u8>, v: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
 }
 
 #[cfg(test)]

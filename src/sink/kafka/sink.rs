@@ -4,14 +4,18 @@
 //! (`acks=all`, idempotent producer: per partition in order, no duplicates
 //! from the producer's own retries).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::Notify;
 
 use super::envelope::{write_truncate, EnvelopeEncoder, SourceInfo};
 use super::topics::{delivery_error, Topics};
@@ -23,10 +27,11 @@ use crate::metrics as m;
 use crate::sink::{Sink, SinkError};
 
 /// librdkafka settings sluice picks unless `properties` sets them: batches
-/// large enough for a whole flush, a short linger (not yet tuned by
-/// measurement; docs/kafka-sink.md, "Producer settings").
+/// large enough for a whole flush, and a linger chosen by measurement (the
+/// 1M-change drain: 5 ms made many small compressed batches and was the
+/// slowest; 20-100 ms alike; docs/kafka-sink.md, "Producer settings").
 pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
-    ("linger.ms", "5"),
+    ("linger.ms", "50"),
     ("batch.size", "1000000"),
     ("batch.num.messages", "10000"),
     // Room for a whole flush (rows plus tombstones) before `QueueFull`.
@@ -36,21 +41,70 @@ pub const PRODUCER_DEFAULTS: [(&str, &str); 4] = [
 /// How often a wait for delivery reports is logged.
 const WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a send waits before trying again when librdkafka's queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+
+/// The producer: librdkafka's handle plus a thread that serves its delivery
+/// reports, each counted into the [`Flight`] of the `apply` that sent the
+/// message (one counter per flush instead of one future per message).
+pub type KafkaProducer = ThreadedProducer<DeliveryContext>;
+
+/// Routes each delivery report to its message's [`Flight`].
+pub struct DeliveryContext;
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<Flight>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, flight: Arc<Flight>) {
+        flight.report(result);
+    }
+}
+
+/// The messages of one `apply` that the brokers have not acknowledged yet,
+/// and the first failure among them.
+#[derive(Default)]
+pub struct Flight {
+    pending: AtomicUsize,
+    failure: Mutex<Option<SinkError>>,
+    /// Woken when the last report arrives, and on a failure.
+    done: Notify,
+}
+
+impl Flight {
+    fn report(&self, result: &DeliveryResult<'_>) {
+        let failed = match result {
+            Ok(_) => false,
+            Err((e, m)) => {
+                let mut first = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                first
+                    .get_or_insert_with(|| delivery_error(m.topic(), "delivery failed", e.clone()));
+                true
+            }
+        };
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 || failed {
+            self.done.notify_waiters();
+        }
+    }
+
+    fn failure(&self) -> Option<SinkError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
 /// Writes flushes to Kafka. See `docs/kafka-sink.md`.
 pub struct KafkaSink {
     cfg: KafkaSinkConfig,
     info: Arc<SourceInfo>,
     /// Made by `open`; made again after a fatal producer error.
-    producer: Option<FutureProducer>,
+    producer: Option<KafkaProducer>,
     topics: Option<Topics>,
     failed: BTreeMap<TableName, String>,
     newly_failed: Vec<(TableName, String)>,
-}
-
-/// A message sent and not yet acknowledged.
-struct Pending {
-    delivery: DeliveryFuture,
-    topic: Arc<str>,
 }
 
 impl KafkaSink {
@@ -88,7 +142,7 @@ impl KafkaSink {
         c
     }
 
-    fn producer(&mut self) -> Result<FutureProducer, SinkError> {
+    fn producer(&mut self) -> Result<KafkaProducer, SinkError> {
         if let Some(p) = &self.producer {
             match p.client().fatal_error() {
                 None => return Ok(p.clone()),
@@ -100,8 +154,8 @@ impl KafkaSink {
                 }
             }
         }
-        let p: FutureProducer = Self::producer_config(&self.cfg)
-            .create()
+        let p: KafkaProducer = Self::producer_config(&self.cfg)
+            .create_with_context(DeliveryContext)
             .map_err(|e| SinkError::Kafka(format!("invalid producer settings: {e}")))?;
         self.producer = Some(p.clone());
         Ok(p)
@@ -127,7 +181,7 @@ impl KafkaSink {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let mut pending = VecDeque::new();
+        let flight = Arc::new(Flight::default());
         for item in items {
             match item {
                 SinkItem::Rows(tb) => {
@@ -136,7 +190,7 @@ impl KafkaSink {
                     }
                     let topic: Arc<str> = self.cfg.topic(&tb.shape.table).into();
                     topics.ensure(&producer, &topic).await?;
-                    self.send_rows(&producer, tb, &topic, now_ms, &mut pending)
+                    self.send_rows(&producer, tb, &topic, now_ms, &flight)
                         .await?;
                 }
                 SinkItem::Truncate(tables, at) => {
@@ -146,30 +200,22 @@ impl KafkaSink {
                         }
                         let topic: Arc<str> = self.cfg.topic(t).into();
                         let partitions = topics.ensure(&producer, &topic).await?;
-                        self.send_truncate(
-                            &producer,
-                            t,
-                            at,
-                            &topic,
-                            partitions,
-                            now_ms,
-                            &mut pending,
-                        )
-                        .await?;
+                        self.send_truncate(&producer, t, at, &topic, partitions, now_ms, &flight)
+                            .await?;
                     }
                 }
             }
         }
-        wait_all(&self.cfg.brokers, &mut pending).await
+        wait_all(&self.cfg.brokers, &flight).await
     }
 
     async fn send_rows(
         &mut self,
-        producer: &FutureProducer,
+        producer: &KafkaProducer,
         tb: &TableBatch,
         topic: &Arc<str>,
         now_ms: i64,
-        pending: &mut VecDeque<Pending>,
+        flight: &Arc<Flight>,
     ) -> Result<(), SinkError> {
         let enc = match EnvelopeEncoder::new(tb, &self.info) {
             Ok(e) => e,
@@ -195,10 +241,10 @@ impl KafkaSink {
                 return Ok(());
             }
             let k = keyed.then_some(key.as_slice());
-            send(producer, topic, k, Some(&value), None, pending).await?;
+            send(producer, topic, k, Some(&value), None, flight).await?;
             let deleted = ops.as_ref().is_some_and(|o| o.value(row) == OP_DELETE);
             if deleted && keyed && self.cfg.tombstones {
-                send(producer, topic, k, None, None, pending).await?;
+                send(producer, topic, k, None, None, flight).await?;
             }
         }
         metrics::counter!(m::ROWS_WRITTEN).increment(enc.num_rows() as u64);
@@ -210,35 +256,37 @@ impl KafkaSink {
     #[allow(clippy::too_many_arguments)]
     async fn send_truncate(
         &self,
-        producer: &FutureProducer,
+        producer: &KafkaProducer,
         table: &TableName,
         at: &TruncateMeta,
         topic: &Arc<str>,
         partitions: i32,
         now_ms: i64,
-        pending: &mut VecDeque<Pending>,
+        flight: &Arc<Flight>,
     ) -> Result<(), SinkError> {
         let mut value = Vec::with_capacity(512);
         write_truncate(&self.info, table, at, now_ms, &mut value);
         for p in 0..partitions {
-            send(producer, topic, None, Some(&value), Some(p), pending).await?;
+            send(producer, topic, None, Some(&value), Some(p), flight).await?;
         }
         Ok(())
     }
 }
 
-/// Hands one message to librdkafka; when its queue is full, waits for the
-/// oldest pending delivery first.
+/// Hands one message to librdkafka (which copies it); when its queue is
+/// full, waits for deliveries to make room. A failure already reported for
+/// this flush stops the sending.
 async fn send(
-    producer: &FutureProducer,
-    topic: &Arc<str>,
+    producer: &KafkaProducer,
+    topic: &str,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     partition: Option<i32>,
-    pending: &mut VecDeque<Pending>,
+    flight: &Arc<Flight>,
 ) -> Result<(), SinkError> {
     loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        let mut record: BaseRecord<'_, [u8], [u8], Arc<Flight>> =
+            BaseRecord::with_opaque_to(topic, flight.clone());
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -248,78 +296,81 @@ async fn send(
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        match producer.send_result(record) {
-            Ok(delivery) => {
-                pending.push_back(Pending {
-                    delivery,
-                    topic: topic.clone(),
-                });
-                return Ok(());
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                match pending.pop_front() {
-                    Some(p) => check(p.delivery.await, &p.topic)?,
-                    None => tokio::time::sleep(Duration::from_millis(10)).await,
+        // Counted before the send: the report may come before `send` returns.
+        flight.pending.fetch_add(1, Ordering::AcqRel);
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, _)) => {
+                flight.pending.fetch_sub(1, Ordering::AcqRel);
+                if let Some(failure) = flight.failure() {
+                    return Err(failure);
+                }
+                match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                    }
+                    e => return Err(delivery_error(topic, "sending", e)),
                 }
             }
-            Err((e, _)) => return Err(delivery_error(topic, "sending", e)),
         }
     }
 }
 
-/// Waits for every delivery report, in order; the first failure is the
-/// result (the pipeline applies the whole flush again). Says what it waits
-/// for while the brokers do not answer.
-async fn wait_all(brokers: &str, pending: &mut VecDeque<Pending>) -> Result<(), SinkError> {
+/// Whether a failed delivery means the brokers no longer accept this
+/// producer's id or sequence (its idempotence state is lost).
+fn producer_state_lost(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+    )
+}
+
+/// Waits until every message of the flush is acknowledged; a failed
+/// delivery is the result (the pipeline applies the whole flush again).
+/// Says what it waits for while the brokers do not answer.
+async fn wait_all(brokers: &str, flight: &Flight) -> Result<(), SinkError> {
     let start = Instant::now();
     let mut next_log = WAIT_LOG_EVERY;
     let gauge = metrics::gauge!(m::KAFKA_PENDING_DELIVERIES);
     // One timer for the whole wait (not one per message).
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.reset();
-    while let Some(front) = pending.front_mut() {
+    loop {
+        // Registered before the check, so a wake-up in between is not lost.
+        let done = flight.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        // Count first: a failure is recorded before its report is counted,
+        // so once the count is zero every failure is visible.
+        let pending = flight.pending.load(Ordering::Acquire);
+        if let Some(failure) = flight.failure() {
+            gauge.set(0.0);
+            return Err(failure);
+        }
+        if pending == 0 {
+            gauge.set(0.0);
+            return Ok(());
+        }
         tokio::select! {
             biased;
-            result = &mut front.delivery => {
-                let topic = front.topic.clone();
-                pending.pop_front();
-                check(result, &topic)?;
-            }
+            _ = &mut done => {}
             _ = tick.tick() => {
-                gauge.set(pending.len() as f64);
+                gauge.set(pending as f64);
                 if start.elapsed() >= next_log {
                     next_log += WAIT_LOG_EVERY;
-                    let topic = pending.front().map(|p| p.topic.clone()).unwrap_or_else(|| "".into());
                     tracing::warn!(
                         brokers,
-                        topic = %topic,
-                        pending = pending.len(),
+                        pending,
                         waited_s = start.elapsed().as_secs(),
-                        "waiting for the Kafka brokers to acknowledge {} message(s); the checkpoint waits until they do (librdkafka retries until message.timeout.ms)",
-                        pending.len()
+                        "waiting for the Kafka brokers to acknowledge {pending} message(s); the checkpoint waits until they do (librdkafka retries until message.timeout.ms)"
                     );
                 }
             }
         }
-    }
-    gauge.set(0.0);
-    Ok(())
-}
-
-/// A delivery report as the sink's result (`Err(_)` outside: the report
-/// never came because the producer went away).
-fn check<E>(
-    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>,
-    topic: &str,
-) -> Result<(), SinkError> {
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(delivery_error(topic, "delivery failed", e)),
-        Err(_) => Err(SinkError::KafkaDelivery {
-            topic: topic.to_owned(),
-            code: None,
-            message: "the producer was closed before the delivery report".into(),
-        }),
     }
 }
 
@@ -335,7 +386,21 @@ impl Sink for KafkaSink {
     }
 
     async fn apply(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
-        self.apply_items(items).await
+        let result = self.apply_items(items).await;
+        if let Err(SinkError::KafkaDelivery {
+            code: Some(code), ..
+        }) = &result
+        {
+            if producer_state_lost(*code) {
+                // Seen after deliveries timed out: the brokers refuse every
+                // later message of this producer id, and librdkafka does not
+                // count it as fatal. A new producer (new id) sends the flush
+                // again (at-least-once).
+                tracing::warn!(%code, "the brokers refuse the Kafka producer's id; making a new producer");
+                self.producer = None;
+            }
+        }
+        result
     }
 
     fn take_failed(&mut self) -> Vec<(TableName, String)> {

@@ -10,9 +10,10 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::sink::KafkaProducer;
 use super::METADATA_TIMEOUT;
 use crate::config::KafkaSinkConfig;
 use crate::sink::SinkError;
@@ -50,7 +51,7 @@ impl Topics {
     }
 
     /// Creates `topic` unless it exists; returns its partition count.
-    pub async fn ensure(&self, producer: &FutureProducer, topic: &str) -> Result<i32, SinkError> {
+    pub async fn ensure(&self, producer: &KafkaProducer, topic: &str) -> Result<i32, SinkError> {
         if let Some(n) = self.known.lock().expect("topic cache").get(topic) {
             return Ok(*n);
         }
@@ -100,7 +101,7 @@ impl Topics {
 
 /// The topic's partition count from the brokers' metadata (waits for the
 /// topic to show up after its creation).
-async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, SinkError> {
+async fn partition_count(producer: &KafkaProducer, topic: &str) -> Result<i32, SinkError> {
     let producer = producer.clone();
     let name = topic.to_owned();
     let start = std::time::Instant::now();
