@@ -515,8 +515,10 @@ async fn resync_of_a_plain_and_a_partitioned_table_survives_kills_under_writes()
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Writes on both throughout; kill -9s (some between a sink write and
-    // its checkpoint) land in the copies and in the streaming after them.
+    // Writes on both throughout. First kill -9s that land in the copies
+    // (each run soon after its copy starts, until a run finds nothing left
+    // to copy), then kill -9s at random moments of the streaming after
+    // them, some between a sink write and its checkpoint.
     let stop = Arc::new(AtomicBool::new(false));
     let txns = Arc::new(AtomicU64::new(0));
     let loads = ["t", "pt"].map(|table| {
@@ -527,13 +529,44 @@ async fn resync_of_a_plain_and_a_partitioned_table_survives_kills_under_writes()
             txns.clone(),
         ))
     });
-    let aborts = p.kill_or_abort_repeatedly(8, 400..3000, 0.3).await;
-    let interrupted =
-        interrupted_copies(&p, 2..=9, "public.t") + interrupted_copies(&p, 2..=9, "public.pt");
-    assert!(
-        interrupted >= 1,
-        "no kill landed during a copy (aborts by the failpoint: {aborts})"
+    let mut runs = 1;
+    for _ in 0..4 {
+        let mut child = p.spawn(&[]);
+        runs += 1;
+        let started = Instant::now();
+        let copying = loop {
+            let log = p.last_log();
+            if log.contains("copy started") {
+                break true;
+            }
+            if log.contains("replication started") || started.elapsed() > Duration::from_secs(60) {
+                break false;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "sluice exited on its own\n{}",
+                tail(&log, 40)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if copying {
+            let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 0..300);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+        if !copying {
+            break;
+        }
+    }
+    let interrupted = interrupted_copies(&p, 2..=runs, "public.t")
+        + interrupted_copies(&p, 2..=runs, "public.pt");
+    eprintln!(
+        "copies interrupted by a kill: {interrupted} (in {} runs)",
+        runs - 1
     );
+    assert!(interrupted >= 1, "no kill landed during a copy");
+    p.kill_or_abort_repeatedly(5, 400..3000, 0.3).await;
 
     let mut last = p.spawn(&[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
