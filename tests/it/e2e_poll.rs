@@ -271,6 +271,38 @@ async fn ch_sorted(sql: &str) -> Vec<String> {
     lines
 }
 
+/// Waits (120 s at most) until `target_sql` on the pipeline's ClickHouse
+/// gives the rows `source_sql` gives on the test server, in any order;
+/// returns them sorted.
+pub async fn wait_ch_sorted_equal(
+    p: &TestPipeline,
+    source_sql: &str,
+    target_sql: &str,
+) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let expected = ch_sorted(source_sql).await;
+        let actual = p.ch(target_sql).await.map(|t| {
+            let mut l = tsv_lines(&t);
+            l.sort();
+            l
+        });
+        match actual {
+            Ok(a) if a == expected => return a,
+            other => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "not equal after 120 s: source {} rows, target {:?} rows\n{}",
+                    expected.len(),
+                    other.map(|a| a.len()),
+                    tail(&p.last_log(), 30)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 /// Drops a ClickHouse database when the test ends, also when it fails.
 pub struct DropDatabase(pub String);
 
@@ -392,32 +424,9 @@ lookback = 50
             format!("SELECT seq, v, toUnixTimestamp(at) FROM `{db}`.`{src}_log` FINAL"),
         ),
     ];
-    let start = std::time::Instant::now();
     for (source_sql, target_sql) in &checks {
-        loop {
-            let expected = ch_sorted(source_sql).await;
-            let actual = p.ch(target_sql).await.map(|t| {
-                let mut l = tsv_lines(&t);
-                l.sort();
-                l
-            });
-            match actual {
-                Ok(a) if a == expected => {
-                    println!("clickhouse poll: {} rows equal ({target_sql})", a.len());
-                    break;
-                }
-                other => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(120),
-                        "not equal after 120 s: source {} rows, target {:?} rows\n{}",
-                        expected.len(),
-                        other.map(|a| a.len()),
-                        tail(&p.last_log(), 30)
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
+        let rows = wait_ch_sorted_equal(&p, source_sql, target_sql).await;
+        println!("clickhouse poll: {} rows equal ({target_sql})", rows.len());
     }
     println!(
         "clickhouse poll test: {kills} kills, {} source inserts",

@@ -371,34 +371,9 @@ reconcile_chunk = 5
             format!("SELECT region, toString(n), toString(v), toString(updated_at) FROM `{db}`.`{src}_pairs` FINAL WHERE _is_deleted = 0"),
         ),
     ];
-    let start = Instant::now();
     let mut equal = Vec::new();
     for (source_sql, target_sql) in &checks {
-        loop {
-            let mut expected = tsv_lines(&ch_query(source_sql).await);
-            expected.sort();
-            let actual = p.ch(target_sql).await.map(|t| {
-                let mut l = tsv_lines(&t);
-                l.sort();
-                l
-            });
-            match actual {
-                Ok(a) if a == expected => {
-                    equal.push(a);
-                    break;
-                }
-                other => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(120),
-                        "not equal after 120 s: source {} rows, target {:?} rows\n{}",
-                        expected.len(),
-                        other.map(|a| a.len()),
-                        tail(&p.last_log(), 30)
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
+        equal.push(crate::e2e_poll::wait_ch_sorted_equal(&p, source_sql, target_sql).await);
     }
     assert!(
         equal[0]
