@@ -10,10 +10,9 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::sink::KafkaProducer;
 use super::METADATA_TIMEOUT;
 use crate::config::KafkaSinkConfig;
 use crate::sink::SinkError;
@@ -51,7 +50,11 @@ impl Topics {
     }
 
     /// Creates `topic` unless it exists; returns its partition count.
-    pub async fn ensure(&self, producer: &KafkaProducer, topic: &str) -> Result<i32, SinkError> {
+    pub async fn ensure<C: ProducerContext>(
+        &self,
+        producer: &ThreadedProducer<C>,
+        topic: &str,
+    ) -> Result<i32, SinkError> {
         if let Some(n) = self.known.lock().expect("topic cache").get(topic) {
             return Ok(*n);
         }
@@ -101,7 +104,10 @@ impl Topics {
 
 /// The topic's partition count from the brokers' metadata (waits for the
 /// topic to show up after its creation).
-async fn partition_count(producer: &KafkaProducer, topic: &str) -> Result<i32, SinkError> {
+async fn partition_count<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    topic: &str,
+) -> Result<i32, SinkError> {
     let producer = producer.clone();
     let name = topic.to_owned();
     let start = std::time::Instant::now();
