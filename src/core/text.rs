@@ -5,16 +5,21 @@ use arrow::datatypes::IntervalMonthDayNano;
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case.
 pub fn format_uuid(b: &[u8]) -> String {
+    let mut s = Vec::with_capacity(36);
+    push_uuid(&mut s, b);
+    String::from_utf8(s).expect("hex digits and dashes are ASCII")
+}
+
+/// A UUID's text form (as [`format_uuid`]) appended to `out`.
+pub fn push_uuid(out: &mut Vec<u8>, b: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
+            out.push(b'-');
         }
-        s.push(char::from(HEX[usize::from(byte >> 4)]));
-        s.push(char::from(HEX[usize::from(byte & 15)]));
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 15)]);
     }
-    s
 }
 
 /// ISO 8601 duration, as PostgreSQL prints it under `IntervalStyle = iso_8601`:

@@ -154,15 +154,8 @@ fn write_decimal(out: &mut Vec<u8>, v: i128, scale: usize) {
 
 /// A UUID in its text form, as a JSON string.
 fn write_uuid(out: &mut Vec<u8>, b: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push(b'-');
-        }
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 15)]);
-    }
+    crate::core::text::push_uuid(out, b);
     out.push(b'"');
 }
 
