@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -149,6 +150,30 @@ def machine_cpu():
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
     return sum(v) - idle, sum(v)
+
+
+def proc_cpu_jiffies(pid, with_children=False):
+    """utime + stime of a process (plus its reaped children's), in jiffies."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    j = int(v[11]) + int(v[12])
+    if with_children:
+        j += int(v[13]) + int(v[14])
+    return j
+
+
+def tree_cpu_jiffies(root):
+    """CPU of a process tree: the root with its reaped children, plus the
+    live children's own (PostgreSQL's backends are the postmaster's)."""
+    total = proc_cpu_jiffies(root, with_children=True)
+    try:
+        kids = open(f"/proc/{root}/task/{root}/children").read().split()
+    except OSError:
+        kids = []
+    return total + sum(proc_cpu_jiffies(int(k)) for k in kids)
 
 
 def rss_peak_kib(pid):
@@ -815,15 +840,40 @@ class Harness:
         (PostgreSQL, ClickHouse, sluice, the rest) and that as a share of
         all cores. Near 100%: the machine, not one program, was the limit."""
         b0, t0 = machine_cpu()
+        g0 = self.cpu_groups()
         m = fn()
         b1, t1 = machine_cpu()
+        g1 = self.cpu_groups()
         if isinstance(m, dict) and m.get("status") == "ok" and t1 > t0:
-            m["machine_cpu_s"] = round((b1 - b0) / os.sysconf("SC_CLK_TCK"), 2)
+            tck = os.sysconf("SC_CLK_TCK")
+            m["machine_cpu_s"] = round((b1 - b0) / tck, 2)
             m["machine_busy_pct"] = round(100.0 * (b1 - b0) / (t1 - t0), 1)
             if m.get("rows"):
                 m["rows_per_machine_cpu_s"] = round(m["rows"] / max(m["machine_cpu_s"], 0.01))
-            log("machine", json.dumps({k: m[k] for k in ("system", "table", "machine_cpu_s", "machine_busy_pct")}))
+            by = {k: round((g1[k] - g0[k]) / tck, 2) for k in g0}
+            by["other"] = round(m["machine_cpu_s"] - sum(by.values()), 2)
+            m["cpu_s_by_process"] = by
+            log("machine", json.dumps({k: m[k] for k in ("system", "table", "machine_cpu_s", "machine_busy_pct", "cpu_s_by_process")}))
         return m
+
+    def cpu_groups(self):
+        """CPU jiffies so far of the measured processes: PostgreSQL (the
+        postmaster's tree), the ClickHouse stand-in, and the harness's
+        finished children (sluice, psql, clickhouse-side clients). Only for
+        private instances: shared servers are not the harness's to count."""
+        g = {"postgresql": 0, "clickhouse": 0, "sluice_and_clients": 0}
+        pgdir = getattr(self, "pgdir", None)
+        if pgdir:
+            try:
+                pm = int(open(os.path.join(pgdir, "postmaster.pid")).readline())
+                g["postgresql"] = tree_cpu_jiffies(pm)
+            except (OSError, ValueError):
+                pass
+        if getattr(self, "chdb_proc", None) is not None:
+            g["clickhouse"] = proc_cpu_jiffies(self.chdb_proc.pid)
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        g["sluice_and_clients"] = round((ru.ru_utime + ru.ru_stime) * os.sysconf("SC_CLK_TCK"))
+        return g
 
     def snap_sluice(self, table, rows):
         """`sluice run` on a fresh slot: its initial snapshot (COPY binary ->

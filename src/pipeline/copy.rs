@@ -23,7 +23,7 @@ use super::{apply_durably, PipelineError, SNAPSHOT_BATCHES_AHEAD};
 use crate::config::TableName;
 use crate::core::{Classify, ErrorClass, SinkItem};
 use crate::metrics as m;
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 use crate::source::{Copier, SnapshotUnit, SourceError, UnitReader};
 
 /// One table to copy: its plan when one was saved, and the units done.
@@ -261,6 +261,22 @@ async fn read_units<C: Copier, K: Sink>(shared: Arc<Shared<C>>, mut sink: K) {
                         break;
                     }
                 }
+                Err(Failure::WriteAgain(e)) => {
+                    match backoff
+                        .wait_or_fail(e, &shared.stop, "writing a copy unit")
+                        .await
+                    {
+                        Ok(()) if !is_stopped(&shared, &unit.table) => {}
+                        Ok(()) => break,
+                        Err(e) => {
+                            if !shared.stop.is_cancelled() {
+                                let _ = shared.events.send(CopyEvent::Failed(e.into())).await;
+                                shared.stop.cancel();
+                            }
+                            return;
+                        }
+                    }
+                }
                 Err(Failure::Write(e)) => {
                     if !shared.stop.is_cancelled() {
                         let _ = shared.events.send(CopyEvent::Failed(e)).await;
@@ -275,6 +291,8 @@ async fn read_units<C: Copier, K: Sink>(shared: Arc<Shared<C>>, mut sink: K) {
 
 enum Failure {
     Read(SourceError),
+    /// A streamed unit's write failed transiently: copy the unit again.
+    WriteAgain(SinkError),
     Write(PipelineError),
 }
 
@@ -291,6 +309,9 @@ async fn copy_unit<C: Copier, K: Sink>(
         .open(unit, &shared.at)
         .await
         .map_err(Failure::Read)?;
+    if K::STREAMS_COPIES {
+        return stream_unit(shared, sink, unit, reader).await;
+    }
     let (tx, mut rx) = mpsc::channel(SNAPSHOT_BATCHES_AHEAD);
     let read = tokio::spawn(
         async move {
@@ -332,4 +353,77 @@ async fn copy_unit<C: Copier, K: Sink>(
             "a copy reader failed: {e}"
         )))),
     }
+}
+
+/// [`copy_unit`] for a sink that takes a unit as one write: the reader
+/// hands batches straight to it (at most SNAPSHOT_BATCHES_AHEAD waiting);
+/// the unit is done when the sink says all of it is durable.
+async fn stream_unit<C: Copier, K: Sink>(
+    shared: &Shared<C>,
+    sink: &mut K,
+    unit: &SnapshotUnit,
+    mut reader: C::Reader,
+) -> Result<Option<u64>, Failure> {
+    let (tx, mut rx) = mpsc::channel(SNAPSHOT_BATCHES_AHEAD);
+    let progress = shared.progress.clone();
+    let table = unit.table.clone();
+    let read = tokio::spawn(
+        async move {
+            let mut batches = Vec::new();
+            while let Some(batch) = reader.next_batch().await? {
+                // Rows read: what the progress bar shows; rows written
+                // are counted once the unit is durable.
+                let rows = batch.batch.num_rows() as u64;
+                progress.add_rows(&table, rows);
+                batches.push(rows);
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, SourceError>((reader.rows(), batches))
+        }
+        .instrument(tracing::Span::current()),
+    );
+    let written = tokio::select! {
+        r = sink.apply_copy(&mut rx) => r,
+        _ = shared.stop.cancelled() => {
+            read.abort();
+            return Ok(None);
+        }
+    };
+    crate::live::live().set_sink_failing(written.as_ref().is_err_and(|e| e.is_transient()));
+    let written = match written {
+        Ok(rows) => rows,
+        Err(e) => {
+            read.abort();
+            return match e.class() {
+                ErrorClass::Table(t) => {
+                    stop_table(shared, &t, e.to_string()).await;
+                    Ok(None)
+                }
+                ErrorClass::Transient => Err(Failure::WriteAgain(e)),
+                _ => Err(Failure::Write(e.into())),
+            };
+        }
+    };
+    for (t, reason) in sink.take_failed() {
+        stop_table(shared, &t, reason).await;
+    }
+    if is_stopped(shared, &unit.table) {
+        read.abort();
+        return Ok(None);
+    }
+    let (rows, batches) = match read.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(Failure::Read(e)),
+        Err(e) if e.is_cancelled() => return Ok(None),
+        Err(e) => {
+            return Err(Failure::Write(PipelineError::Internal(format!(
+                "a copy reader failed: {e}"
+            ))))
+        }
+    };
+    super::observe::copied(&unit.table, &batches);
+    metrics::counter!(m::ROWS_WRITTEN).increment(written);
+    Ok(Some(rows))
 }

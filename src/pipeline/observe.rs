@@ -63,6 +63,20 @@ pub(crate) fn applied(items: &[SinkItem]) {
     }
 }
 
+/// A copy unit of `table` made durable as one write: its batches' rows.
+pub(crate) fn copied(table: &TableName, batches: &[u64]) {
+    let table = table.to_string();
+    let mut rows = 0;
+    for &n in batches.iter().filter(|&&n| n > 0) {
+        metrics::counter!(m::BATCHES, "table" => table.clone()).increment(1);
+        metrics::histogram!(m::BATCH_ROWS, "table" => table.clone()).record(n as f64);
+        rows += n;
+    }
+    if rows > 0 {
+        metrics::counter!(m::ROWS_APPLIED, "table" => table, "op" => "read").increment(rows);
+    }
+}
+
 /// One flush made durable by the sink in `took`; its source time (when
 /// set) is how far the source's changes are applied.
 pub(crate) fn flush_written(took: Duration, source_time: Option<i64>) {

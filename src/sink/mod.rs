@@ -13,7 +13,7 @@ use std::future::Future;
 
 use crate::config::TableName;
 use crate::core::health::Report;
-use crate::core::{Classify, ErrorClass, SinkItem};
+use crate::core::{Classify, ErrorClass, SinkItem, TableBatch};
 
 /// A destination for micro-batches.
 ///
@@ -43,6 +43,33 @@ pub trait Sink: Send {
 
     /// Tables the sink stopped since the last call, with the reason.
     fn take_failed(&mut self) -> Vec<(TableName, String)>;
+
+    /// Whether copies go through [`Sink::apply_copy`], one write per copy
+    /// unit, instead of one [`Sink::apply`] per batch (each retried alone).
+    const STREAMS_COPIES: bool = false;
+
+    /// Writes the rows of one copy unit -- batches of one table, in order,
+    /// as the reader decodes them -- and returns, once all of them are
+    /// durable, how many rows it wrote. A destination that gains from
+    /// fewer, larger writes takes them as one (ClickHouse: one INSERT per
+    /// unit, so it forms parts of up to a million rows instead of one part
+    /// per batch, and merges far less). On an error nothing of the unit
+    /// counts as written: the caller copies the whole unit again (a replay
+    /// is harmless, see above). A table the sink stops is reported through
+    /// [`Sink::take_failed`]; its remaining batches are skipped.
+    fn apply_copy(
+        &mut self,
+        batches: &mut tokio::sync::mpsc::Receiver<TableBatch>,
+    ) -> impl Future<Output = Result<u64, SinkError>> + Send {
+        async move {
+            let mut rows = 0;
+            while let Some(b) = batches.recv().await {
+                rows += b.batch.num_rows() as u64;
+                self.apply(&[SinkItem::Rows(b)]).await?;
+            }
+            Ok(rows)
+        }
+    }
 
     /// The table is about to be copied again (a resync): forget what stopped
     /// it. Its rows stay: the copy overwrites them and [`Sink::finish_copy`]

@@ -3,7 +3,8 @@
 //! while running (a failed table brought back, rows deleted meanwhile gone,
 //! the other table streaming throughout), a resync requested while stopped,
 //! the one-shot `sluice snapshot`, and a resync of a plain and a
-//! partitioned table under writes and kill -9s.
+//! partitioned table under writes and kill -9s, a part per copy unit, and
+//! units copied again when their INSERTs break.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -421,6 +422,80 @@ async fn one_shot_snapshot_copies_without_a_slot() {
         .await
         .unwrap();
     assert_eq!(b.trim(), "10", "b was not copied again");
+}
+
+/// The ClickHouse sink writes each copy unit as one INSERT streaming all of
+/// its batches, so ClickHouse forms a part per unit, not one per batch
+/// (parts it must then merge): here 100 batches of 2000 rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_unit_is_one_insert_so_clickhouse_makes_a_part_per_unit_not_per_batch() {
+    let db = fresh_db("copy_parts").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE a (id bigint PRIMARY KEY, v int);
+             INSERT INTO a SELECT g, g FROM generate_series(1, 200000) g;",
+        )
+        .await
+        .unwrap();
+    let p = TestPipeline::new(&db.url, &["public.a"], PARALLEL);
+    let out = sluice(&["snapshot"], &p);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    wait_digest_equal(&p, &db.client, "a", Duration::from_secs(30)).await;
+    let (units, _) = copy_started(&log, "public.a")
+        .unwrap_or_else(|| panic!("no \"copy started\" line:\n{}", tail(&log, 20)));
+    // Every part an INSERT creates takes the table's next block number;
+    // merges keep their sources' range.
+    let inserts: u64 = p
+        .ch(&format!(
+            "SELECT max(max_block_number) FROM system.parts WHERE database = '{}' AND table = 'a'",
+            p.ch_db
+        ))
+        .await
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=units).contains(&inserts),
+        "{inserts} parts were written for {units} copy units of 100 batches in all"
+    );
+}
+
+/// ClickHouse goes away while copy units stream into it: the broken
+/// INSERTs are not counted as done, each unit is copied again once
+/// ClickHouse is back, and the table ends equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_inserts_break_copies_the_units_again() {
+    let mut ch = OwnClickHouse::start();
+    let db = fresh_db("copy_break").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE big (id bigint PRIMARY KEY, v int);
+             INSERT INTO big SELECT g, g % 1000 FROM generate_series(1, 1000000) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = TestPipeline::with_clickhouse(&db.url, &["public.big"], PARALLEL, &ch.url);
+    let mut child = p.spawn(&[]);
+    // The table exists once the first batch is on its way.
+    let exists = format!("EXISTS TABLE `{}`.big", p.ch_db);
+    wait_for(
+        "the copy's first INSERT",
+        Duration::from_secs(60),
+        || async { (p.ch(&exists).await.ok()?.trim() == "1").then_some(()) },
+    )
+    .await;
+    ch.stop();
+    wait_for("a retried copy unit", Duration::from_secs(60), || async {
+        p.last_log()
+            .contains("writing a copy unit failed; retrying")
+            .then_some(())
+    })
+    .await;
+    ch.restart();
+    wait_digest_equal(&p, &db.client, "big", Duration::from_secs(180)).await;
+    assert!(terminate(&mut child, Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

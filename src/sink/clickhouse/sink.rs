@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{UInt64Type, UInt8Type};
+use arrow::datatypes::{SchemaRef, UInt64Type, UInt8Type};
+use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
+use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::Client;
 
 use super::ddl::{self, ExistingColumn, TableKind};
@@ -218,16 +220,45 @@ impl ClickHouseSink {
     }
 
     async fn apply_rows(&mut self, tb: &TableBatch) -> Result<(), SinkError> {
+        let Some((batch, sql)) = self.prepare(tb).await? else {
+            return Ok(());
+        };
+        let body = ipc_stream(&batch).map_err(|e| ipc_error(&tb.shape.table, e))?;
+        let mut ins = self.start_insert(sql);
+        ins.send(Bytes::from(body))
+            .await
+            .map_err(|e| map_error(&self.cfg, e))?;
+        ins.end().await.map_err(|e| map_error(&self.cfg, e))?;
+        tracing::debug!(table = %tb.shape.table, rows = batch.num_rows(), "inserted");
+        Ok(())
+    }
+
+    /// A synchronous INSERT: acknowledged only once its rows are written.
+    fn start_insert(&self, sql: String) -> InsertFormatted {
+        self.client
+            .insert_formatted_with(sql)
+            .with_setting("input_format_null_as_default", "1")
+            .with_setting("async_insert", "0")
+            .with_setting("wait_end_of_query", "1")
+    }
+
+    /// The batch as ClickHouse takes it (columns converted, unchanged TOAST
+    /// cells filled) and the INSERT for it; `None` when there is nothing to
+    /// write (no rows, or the table failed, now or before).
+    async fn prepare(
+        &mut self,
+        tb: &TableBatch,
+    ) -> Result<Option<(RecordBatch, String)>, SinkError> {
         let table = &tb.shape.table;
         if self.failed.contains_key(table) {
             tracing::debug!(table = %table, rows = tb.batch.num_rows(), "skipping rows of a failed table");
-            return Ok(());
+            return Ok(None);
         }
         if !self.ensure_table(&tb.shape).await? || tb.batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let Some(state) = self.tables.get(table) else {
-            return Ok(());
+            return Ok(None);
         };
         let extra: &[&str] = match state.kind {
             TableKind::Keyed => &[],
@@ -257,26 +288,47 @@ impl ClickHouseSink {
                 Err(reason) => {
                     let t = table.clone();
                     self.fail(&t, reason);
-                    return Ok(());
+                    return Ok(None);
                 }
             },
         };
-        let body = ipc_stream(&batch).map_err(|e| SinkError::Table {
-            table: table.clone(),
-            message: format!("Arrow IPC: {e}"),
-        })?;
-        let mut ins = self
-            .client
-            .insert_formatted_with(state.insert_sql.clone())
-            .with_setting("input_format_null_as_default", "1")
-            .with_setting("async_insert", "0")
-            .with_setting("wait_end_of_query", "1");
-        ins.send(Bytes::from(body))
-            .await
-            .map_err(|e| map_error(&self.cfg, e))?;
-        ins.end().await.map_err(|e| map_error(&self.cfg, e))?;
-        tracing::debug!(table = %table, rows = batch.num_rows(), "inserted");
-        Ok(())
+        Ok(Some((batch, state.insert_sql.clone())))
+    }
+
+    /// One copy unit as one INSERT whose body is a single Arrow stream,
+    /// sent batch by batch as they arrive (at most one batch is buffered
+    /// on the way): ClickHouse squashes the batches into parts of up to
+    /// `min_insert_block_size_rows` rows, where an INSERT per batch makes
+    /// a part per batch for the merges to combine. A batch that cannot
+    /// join the stream (another table or encoded schema: not within one
+    /// table's copy today) ends the INSERT and starts another.
+    async fn copy_stream(
+        &mut self,
+        batches: &mut tokio::sync::mpsc::Receiver<TableBatch>,
+    ) -> Result<u64, SinkError> {
+        let mut open: Option<StreamedInsert> = None;
+        let mut rows = 0u64;
+        while let Some(tb) = batches.recv().await {
+            let Some((batch, sql)) = self.prepare(&tb).await? else {
+                continue;
+            };
+            if let Some(done) = open.take_if(|o| !o.takes(&sql, &batch)) {
+                done.end(&self.cfg).await?;
+            }
+            let ins = match &mut open {
+                Some(o) => o,
+                None => {
+                    let ins = self.start_insert(sql.clone());
+                    open.insert(StreamedInsert::start(ins, &tb.shape.table, sql, &batch)?)
+                }
+            };
+            ins.write(&batch, &self.cfg).await?;
+            rows += batch.num_rows() as u64;
+        }
+        if let Some(o) = open {
+            o.end(&self.cfg).await?;
+        }
+        Ok(rows)
     }
 
     /// Makes sure the ClickHouse table fits `shape`. False when the table failed.
@@ -543,6 +595,15 @@ impl Sink for ClickHouseSink {
         self.apply_items(items).await
     }
 
+    const STREAMS_COPIES: bool = true;
+
+    async fn apply_copy(
+        &mut self,
+        batches: &mut tokio::sync::mpsc::Receiver<TableBatch>,
+    ) -> Result<u64, SinkError> {
+        self.copy_stream(batches).await
+    }
+
     fn take_failed(&mut self) -> Vec<(TableName, String)> {
         std::mem::take(&mut self.newly_failed)
     }
@@ -569,6 +630,21 @@ impl Sink for ClickHouseSink {
             .await?;
         if !String::from_utf8_lossy(&engine).starts_with("ReplacingMergeTree") {
             tracing::warn!(table = %table, "the ClickHouse table is not a ReplacingMergeTree (append_only): rows deleted in the source before this copy are not removed from it");
+            return Ok(());
+        }
+        // No row below the copy's version (a first copy into a new table):
+        // nothing can be stale, and this read of one column spares the
+        // FINAL read of the whole table below.
+        let older = self
+            .fetch(
+                &format!(
+                    "SELECT count() FROM {target} WHERE {} < {version}",
+                    quote_ch_ident(meta::VERSION)
+                ),
+                "TabSeparated",
+            )
+            .await?;
+        if String::from_utf8_lossy(&older).trim() == "0" {
             return Ok(());
         }
         let stale = format!(
@@ -689,4 +765,76 @@ async fn probe(cfg: &ClickHouseSinkConfig, client: &Client) -> Result<ServerCaps
         }
     }
     Ok(caps)
+}
+
+fn ipc_error(table: &TableName, e: arrow::error::ArrowError) -> SinkError {
+    SinkError::Table {
+        table: table.clone(),
+        message: format!("Arrow IPC: {e}"),
+    }
+}
+
+/// An INSERT in progress whose body is one Arrow IPC stream.
+struct StreamedInsert {
+    ins: InsertFormatted,
+    writer: StreamWriter<Vec<u8>>,
+    table: TableName,
+    sql: String,
+    schema: SchemaRef,
+}
+
+impl StreamedInsert {
+    fn start(
+        ins: InsertFormatted,
+        table: &TableName,
+        sql: String,
+        first: &RecordBatch,
+    ) -> Result<Self, SinkError> {
+        let schema = first.schema();
+        Ok(StreamedInsert {
+            ins,
+            writer: StreamWriter::try_new(Vec::new(), &schema).map_err(|e| ipc_error(table, e))?,
+            table: table.clone(),
+            sql,
+            schema,
+        })
+    }
+
+    /// Whether `batch` (to go into `sql`) can join this INSERT's stream.
+    fn takes(&self, sql: &str, batch: &RecordBatch) -> bool {
+        self.sql == sql && *self.schema == *batch.schema()
+    }
+
+    async fn write(
+        &mut self,
+        batch: &RecordBatch,
+        cfg: &ClickHouseSinkConfig,
+    ) -> Result<(), SinkError> {
+        let table = &self.table;
+        self.writer.write(batch).map_err(|e| ipc_error(table, e))?;
+        self.send(cfg).await
+    }
+
+    /// Hands what the writer produced to the request body.
+    async fn send(&mut self, cfg: &ClickHouseSinkConfig) -> Result<(), SinkError> {
+        let bytes = std::mem::take(self.writer.get_mut());
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.ins
+            .send(Bytes::from(bytes))
+            .await
+            .map_err(|e| map_error(cfg, e))
+    }
+
+    /// Ends the stream and the INSERT; returns once ClickHouse has written
+    /// every row of it.
+    async fn end(mut self, cfg: &ClickHouseSinkConfig) -> Result<(), SinkError> {
+        let table = &self.table;
+        self.writer.finish().map_err(|e| ipc_error(table, e))?;
+        self.send(cfg).await?;
+        self.ins.end().await.map_err(|e| map_error(cfg, e))?;
+        tracing::debug!(table = %self.table, "copy INSERT written");
+        Ok(())
+    }
 }

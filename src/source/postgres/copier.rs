@@ -41,8 +41,10 @@ const MIN_BLOCKS_PER_UNIT: u64 = 1024;
 /// ...and at most this many (256 MiB): a crash re-reads at most one range
 /// per reader.
 const MAX_BLOCKS_PER_UNIT: u64 = 32_768;
-/// Ranges per reader, so readers that finish early take more work.
-const UNITS_PER_READER: u64 = 4;
+/// Ranges per reader, so readers that finish early take more work. Few:
+/// the ClickHouse sink writes a range as one INSERT, and larger INSERTs
+/// make larger parts (less merging).
+const UNITS_PER_READER: u64 = 2;
 
 /// Splits `blocks` into ranges for `readers` parallel readers. The last
 /// range is open-ended, so rows added to new blocks after planning are read.
