@@ -23,6 +23,11 @@ use crate::sink::Sink;
 
 /// Keys per TOAST lookup query.
 const LOOKUP_CHUNK: usize = 1000;
+/// A copy INSERT's rows are gathered into parts of up to this many bytes
+/// (or `min_insert_block_size_rows`, a million by default), which is also
+/// about what the server holds per running copy INSERT; its own default is
+/// 256 MiB, four times this for each of the parallel copy readers.
+const COPY_PART_BYTES: u64 = 64 << 20;
 
 /// Writes flushes into ClickHouse. See `docs/clickhouse-sink.md`.
 pub struct ClickHouseSink {
@@ -318,7 +323,9 @@ impl ClickHouseSink {
             let ins = match &mut open {
                 Some(o) => o,
                 None => {
-                    let ins = self.start_insert(sql.clone());
+                    let ins = self
+                        .start_insert(sql.clone())
+                        .with_setting("min_insert_block_size_bytes", COPY_PART_BYTES.to_string());
                     open.insert(StreamedInsert::start(ins, &tb.shape.table, sql, &batch)?)
                 }
             };
