@@ -9,6 +9,7 @@ mod encode;
 mod health;
 mod keys;
 mod sink;
+mod stream;
 mod toast;
 mod types;
 

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{SchemaRef, UInt64Type, UInt8Type};
-use arrow::ipc::writer::StreamWriter;
+use arrow::datatypes::{UInt64Type, UInt8Type};
 use bytes::Bytes;
 use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::Client;
 
 use super::ddl::{self, ExistingColumn, TableKind};
 use super::encode::{encode, ipc_stream};
+use super::stream::{ipc_error, StreamedInsert};
 use super::toast::{self, quote_ch_string};
 use super::types::{plan_column, ColumnPlan, ServerCaps, DATE32_EXTENDED, DT64_EXTENDED};
 use super::{client, map_error, quote_ch_ident, SinkError};
@@ -772,76 +772,4 @@ async fn probe(cfg: &ClickHouseSinkConfig, client: &Client) -> Result<ServerCaps
         }
     }
     Ok(caps)
-}
-
-fn ipc_error(table: &TableName, e: arrow::error::ArrowError) -> SinkError {
-    SinkError::Table {
-        table: table.clone(),
-        message: format!("Arrow IPC: {e}"),
-    }
-}
-
-/// An INSERT in progress whose body is one Arrow IPC stream.
-struct StreamedInsert {
-    ins: InsertFormatted,
-    writer: StreamWriter<Vec<u8>>,
-    table: TableName,
-    sql: String,
-    schema: SchemaRef,
-}
-
-impl StreamedInsert {
-    fn start(
-        ins: InsertFormatted,
-        table: &TableName,
-        sql: String,
-        first: &RecordBatch,
-    ) -> Result<Self, SinkError> {
-        let schema = first.schema();
-        Ok(StreamedInsert {
-            ins,
-            writer: StreamWriter::try_new(Vec::new(), &schema).map_err(|e| ipc_error(table, e))?,
-            table: table.clone(),
-            sql,
-            schema,
-        })
-    }
-
-    /// Whether `batch` (to go into `sql`) can join this INSERT's stream.
-    fn takes(&self, sql: &str, batch: &RecordBatch) -> bool {
-        self.sql == sql && *self.schema == *batch.schema()
-    }
-
-    async fn write(
-        &mut self,
-        batch: &RecordBatch,
-        cfg: &ClickHouseSinkConfig,
-    ) -> Result<(), SinkError> {
-        let table = &self.table;
-        self.writer.write(batch).map_err(|e| ipc_error(table, e))?;
-        self.send(cfg).await
-    }
-
-    /// Hands what the writer produced to the request body.
-    async fn send(&mut self, cfg: &ClickHouseSinkConfig) -> Result<(), SinkError> {
-        let bytes = std::mem::take(self.writer.get_mut());
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.ins
-            .send(Bytes::from(bytes))
-            .await
-            .map_err(|e| map_error(cfg, e))
-    }
-
-    /// Ends the stream and the INSERT; returns once ClickHouse has written
-    /// every row of it.
-    async fn end(mut self, cfg: &ClickHouseSinkConfig) -> Result<(), SinkError> {
-        let table = &self.table;
-        self.writer.finish().map_err(|e| ipc_error(table, e))?;
-        self.send(cfg).await?;
-        self.ins.end().await.map_err(|e| map_error(cfg, e))?;
-        tracing::debug!(table = %self.table, "copy INSERT written");
-        Ok(())
-    }
 }
