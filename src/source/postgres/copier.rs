@@ -436,7 +436,7 @@ mod tests {
         for w in r.windows(2) {
             assert_eq!(w[0].end, Some(w[1].start), "no gap, no overlap");
         }
-        assert_eq!(r.len(), 16);
+        assert_eq!(r.len(), 4 * UNITS_PER_READER as usize);
         // Small tables: one range of at least the minimum size.
         assert_eq!(
             plan_ranges(10, 4),
