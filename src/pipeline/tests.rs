@@ -16,6 +16,7 @@ use crate::core::meta::{batch_schema, MetaBuilder, RowMeta, LSN, OP_INSERT, OP_R
 use crate::core::position::SourceIdentity;
 use crate::core::{ColumnInfo, Flush, LogicalType, TableBatch, TableShape};
 use crate::sink::memory::{MemorySink, MemorySinkHandle};
+use crate::sink::{Sink, SinkError};
 use crate::source::{ChangeStream, Copier, Prepared, SnapshotUnit, SourceError, UnitReader};
 use crate::state::memory::{MemoryStore, MemoryStoreHandle};
 
@@ -723,6 +724,81 @@ async fn copy_only_copies_and_stops_without_a_stream() {
     assert!(log.contains(&"open a u1 at 7".to_string()), "{log:?}");
     assert!(!log.iter().any(|e| e.starts_with("stream")), "{log:?}");
     assert_eq!(h.sink.rows_of(&table("a")), 3);
+    assert_eq!(h.sink.finished_copies(), vec![(table("a"), 7)]);
+}
+
+/// The memory sink taking each copy unit as one write, as ClickHouse does:
+/// all of the unit, or (on a failure) none of it.
+struct UnitSink(MemorySink);
+
+impl Sink for UnitSink {
+    const STREAMS_COPIES: bool = true;
+
+    async fn open(&mut self) -> Result<(), SinkError> {
+        self.0.open().await
+    }
+
+    async fn apply(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
+        self.0.apply(items).await
+    }
+
+    async fn apply_copy(
+        &mut self,
+        batches: &mut mpsc::Receiver<TableBatch>,
+    ) -> Result<u64, SinkError> {
+        let mut items = Vec::new();
+        while let Some(b) = batches.recv().await {
+            items.push(SinkItem::Rows(b));
+        }
+        self.0.apply(&items).await?;
+        Ok(items.iter().map(SinkItem::rows).sum::<usize>() as u64)
+    }
+
+    fn take_failed(&mut self) -> Vec<(TableName, String)> {
+        self.0.take_failed()
+    }
+
+    fn reset_table(&mut self, table: &TableName) {
+        self.0.reset_table(table)
+    }
+
+    async fn finish_copy(&mut self, table: &TableName, version: u64) -> Result<(), SinkError> {
+        self.0.finish_copy(table, version).await
+    }
+
+    fn fork(&self) -> Self {
+        UnitSink(self.0.fork())
+    }
+
+    async fn healthcheck(&self) -> Report {
+        self.0.healthcheck().await
+    }
+}
+
+#[tokio::test]
+async fn a_unit_written_as_one_is_copied_again_whole_when_its_write_fails() {
+    let (h, sink, store) = harness(None);
+    h.sink.fail_transiently(1);
+    let mut source = ScriptedSource::new(Vec::new(), &h.log);
+    source.units = vec![("u1".into(), vec![1, 2, 3])];
+    let mut opts = options(&["a"], true);
+    opts.copy_only = true;
+    let (_control, rx) = mpsc::channel(1);
+    run_pipeline(
+        source,
+        UnitSink(sink),
+        store,
+        opts,
+        rx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    // The batches of the failed write are gone: the unit is read again.
+    let opened = log.iter().filter(|e| *e == "open a u1 at 7").count();
+    assert_eq!(opened, 2, "{log:?}");
+    assert_eq!(h.sink.rows_of(&table("a")), 3, "{log:?}");
     assert_eq!(h.sink.finished_copies(), vec![(table("a"), 7)]);
 }
 
