@@ -1,5 +1,5 @@
 //! Re-shapes a source micro-batch into the Arrow batch ClickHouse's ArrowStream
-//! input takes as is, and writes it as an Arrow IPC stream.
+//! input takes as is (`stream.rs` writes it as an Arrow IPC stream).
 
 use std::sync::Arc;
 
@@ -12,7 +12,6 @@ use arrow::datatypes::{
     TimestampMicrosecondType, UInt8Type,
 };
 use arrow::error::ArrowError;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::types::{ColumnPlan, Enc, ServerCaps};
@@ -86,17 +85,6 @@ pub fn encode(
         origin,
         clamped,
     })
-}
-
-/// The Arrow IPC stream of one batch (the body of `INSERT ... FORMAT ArrowStream`).
-pub fn ipc_stream(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    {
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
-        w.write(batch)?;
-        w.finish()?;
-    }
-    Ok(buf)
 }
 
 fn encode_array(

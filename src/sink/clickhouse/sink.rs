@@ -11,8 +11,8 @@ use clickhouse::insert_formatted::InsertFormatted;
 use clickhouse::Client;
 
 use super::ddl::{self, ExistingColumn, TableKind};
-use super::encode::{encode, ipc_stream};
-use super::stream::{ipc_error, StreamedInsert};
+use super::encode::encode;
+use super::stream::StreamedInsert;
 use super::toast::{self, quote_ch_string};
 use super::types::{plan_column, ColumnPlan, ServerCaps, DATE32_EXTENDED, DT64_EXTENDED};
 use super::{client, map_error, quote_ch_ident, SinkError};
@@ -23,6 +23,9 @@ use crate::sink::Sink;
 
 /// Keys per TOAST lookup query.
 const LOOKUP_CHUNK: usize = 1000;
+/// Rows per Arrow IPC message of an INSERT's body: the body is sent as it
+/// is written, so at most about this many rows of it exist at once.
+const INSERT_SLICE_ROWS: usize = 16_384;
 /// A copy INSERT's rows are gathered into parts of up to this many bytes
 /// (or `min_insert_block_size_rows`, a million by default), which is also
 /// about what the server holds per running copy INSERT; its own default is
@@ -228,13 +231,18 @@ impl ClickHouseSink {
         let Some((batch, sql)) = self.prepare(tb).await? else {
             return Ok(());
         };
-        let body = ipc_stream(&batch).map_err(|e| ipc_error(&tb.shape.table, e))?;
-        let mut ins = self.start_insert(sql);
-        ins.send(Bytes::from(body))
-            .await
-            .map_err(|e| map_error(&self.cfg, e))?;
-        ins.end().await.map_err(|e| map_error(&self.cfg, e))?;
-        tracing::debug!(table = %tb.shape.table, rows = batch.num_rows(), "inserted");
+        // The body goes out slice by slice (one Arrow stream, one INSERT,
+        // one part): a whole batch's IPC copy beside the batch itself set
+        // the process's peak memory.
+        let ins = self.start_insert(sql.clone());
+        let mut ins = StreamedInsert::start(ins, &tb.shape.table, sql, &batch)?;
+        let rows = batch.num_rows();
+        for offset in (0..rows).step_by(INSERT_SLICE_ROWS) {
+            let len = INSERT_SLICE_ROWS.min(rows - offset);
+            ins.write(&batch.slice(offset, len), &self.cfg).await?;
+        }
+        ins.end(&self.cfg).await?;
+        tracing::debug!(table = %tb.shape.table, rows, "inserted");
         Ok(())
     }
 
