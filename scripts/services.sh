@@ -136,6 +136,13 @@ pid_alive() {  # NAME -> 0 if $DIR/NAME.pid names a live process of ours
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
 }
 
+still_running() {  # NAME -> 0 while the process just started (any command line) lives
+    # Not pid_alive: until setsid has exec'd the server, the child's command
+    # line is still this script's, which a loaded machine can make visible.
+    local pid
+    pid=$(cat "$DIR/$1.pid" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 log_tail() {
     if [ -f "$1" ]; then
         echo "---- tail of $1 ----" >&2
@@ -258,7 +265,7 @@ start_ch() {
         scheme=$(ch_scheme)
         for i in $(seq 1 $((START_TIMEOUT * 5))); do
             probe http "$scheme://127.0.0.1:$port" && break
-            if ! pid_alive clickhouse chdb_http.py || [ "$i" -eq $((START_TIMEOUT * 5)) ]; then
+            if ! still_running clickhouse || [ "$i" -eq $((START_TIMEOUT * 5)) ]; then
                 log_tail "$DIR/clickhouse.log"
                 log "clickhouse (chdb_http.py) failed to start on 127.0.0.1:$port"
                 stop_pid clickhouse chdb_http.py
@@ -295,7 +302,7 @@ start_kafka() {
         echo "$port" >"$DIR/kafka.port"
         for i in $(seq 1 $((START_TIMEOUT * 5))); do
             probe kafka 127.0.0.1 "$port" && break
-            if ! pid_alive kafka tansu || [ "$i" -eq $((START_TIMEOUT * 5)) ]; then
+            if ! still_running kafka || [ "$i" -eq $((START_TIMEOUT * 5)) ]; then
                 log_tail "$DIR/kafka.log"
                 log "kafka (tansu) failed to start on 127.0.0.1:$port"
                 stop_pid kafka tansu
