@@ -105,6 +105,9 @@ where
     }
 }
 
+/// What a failed read of a copy is called in retry logs and metrics.
+const READING: &str = "reading the copy";
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -175,7 +178,7 @@ async fn plan<C: Copier>(shared: &Shared<C>, table: &TableName) -> Option<Vec<Sn
                 return Some(units);
             }
             Err(e) => {
-                if !on_read_error(shared, table, e, &mut backoff).await {
+                if !on_copy_error(shared, table, e, &mut backoff, READING).await {
                     return None;
                 }
             }
@@ -183,32 +186,40 @@ async fn plan<C: Copier>(shared: &Shared<C>, table: &TableName) -> Option<Vec<Sn
     }
 }
 
-/// A read error: waits out a transient one (true: try again); stops the
-/// table for a table-scoped one, reports a fatal one (false).
-async fn on_read_error<C: Copier>(
+/// A read error, or a streamed unit's transient write error (`what` says
+/// which): waits out a transient one (true: try again); stops the table for
+/// a table-scoped one, reports a fatal one (false).
+async fn on_copy_error<C, E>(
     shared: &Shared<C>,
     table: &TableName,
-    e: SourceError,
+    e: E,
     backoff: &mut Backoff,
-) -> bool {
+    what: &str,
+) -> bool
+where
+    C: Copier,
+    E: Classify + std::fmt::Display + Into<PipelineError>,
+{
     match e.class() {
         ErrorClass::Table(t) => {
             stop_table(shared, &t, e.to_string()).await;
             false
         }
-        _ => match backoff
-            .wait_or_fail(e, &shared.stop, "reading the copy")
-            .await
-        {
+        _ => match backoff.wait_or_fail(e, &shared.stop, what).await {
             Ok(()) => !is_stopped(shared, table),
             Err(e) => {
-                if !shared.stop.is_cancelled() {
-                    let _ = shared.events.send(CopyEvent::Failed(e.into())).await;
-                    shared.stop.cancel();
-                }
+                fail(shared, e.into()).await;
                 false
             }
         },
+    }
+}
+
+/// A fatal error: the pipeline is told (once) and every reader stops.
+async fn fail<C: Copier>(shared: &Shared<C>, e: PipelineError) {
+    if !shared.stop.is_cancelled() {
+        let _ = shared.events.send(CopyEvent::Failed(e)).await;
+        shared.stop.cancel();
     }
 }
 
@@ -257,31 +268,18 @@ async fn read_units<C: Copier, K: Sink>(shared: Arc<Shared<C>>, mut sink: K) {
                 // Stopped, or the copy is ending: the unit is read next time.
                 Ok(None) => break,
                 Err(Failure::Read(e)) => {
-                    if !on_read_error(&shared, &unit.table, e, &mut backoff).await {
+                    if !on_copy_error(&shared, &unit.table, e, &mut backoff, READING).await {
                         break;
                     }
                 }
                 Err(Failure::WriteAgain(e)) => {
-                    match backoff
-                        .wait_or_fail(e, &shared.stop, "writing a copy unit")
-                        .await
-                    {
-                        Ok(()) if !is_stopped(&shared, &unit.table) => {}
-                        Ok(()) => break,
-                        Err(e) => {
-                            if !shared.stop.is_cancelled() {
-                                let _ = shared.events.send(CopyEvent::Failed(e.into())).await;
-                                shared.stop.cancel();
-                            }
-                            return;
-                        }
+                    let what = "writing a copy unit";
+                    if !on_copy_error(&shared, &unit.table, e, &mut backoff, what).await {
+                        break;
                     }
                 }
                 Err(Failure::Write(e)) => {
-                    if !shared.stop.is_cancelled() {
-                        let _ = shared.events.send(CopyEvent::Failed(e)).await;
-                        shared.stop.cancel();
-                    }
+                    fail(&shared, e).await;
                     return;
                 }
             }
@@ -345,8 +343,15 @@ async fn copy_unit<C: Copier, K: Sink>(
         super::observe::applied(&items);
         metrics::counter!(m::ROWS_WRITTEN).increment(rows);
     }
-    match read.await {
-        Ok(Ok(rows)) => Ok(Some(rows)),
+    reader_result(read.await)
+}
+
+/// What a unit's reader task ended with; `Ok(None)` when it was aborted.
+fn reader_result<T>(
+    r: Result<Result<T, SourceError>, tokio::task::JoinError>,
+) -> Result<Option<T>, Failure> {
+    match r {
+        Ok(Ok(v)) => Ok(Some(v)),
         Ok(Err(e)) => Err(Failure::Read(e)),
         Err(e) if e.is_cancelled() => Ok(None),
         Err(e) => Err(Failure::Write(PipelineError::Internal(format!(
@@ -413,15 +418,8 @@ async fn stream_unit<C: Copier, K: Sink>(
         read.abort();
         return Ok(None);
     }
-    let (rows, batches) = match read.await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(Failure::Read(e)),
-        Err(e) if e.is_cancelled() => return Ok(None),
-        Err(e) => {
-            return Err(Failure::Write(PipelineError::Internal(format!(
-                "a copy reader failed: {e}"
-            ))))
-        }
+    let Some((rows, batches)) = reader_result(read.await)? else {
+        return Ok(None);
     };
     super::observe::copied(&unit.table, &batches);
     metrics::counter!(m::ROWS_WRITTEN).increment(written);
