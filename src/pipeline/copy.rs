@@ -302,11 +302,11 @@ async fn copy_unit<C: Copier, K: Sink>(
     sink: &mut K,
     unit: &SnapshotUnit,
 ) -> Result<Option<u64>, Failure> {
-    let mut reader = shared
-        .copier
-        .open(unit, &shared.at)
-        .await
-        .map_err(Failure::Read)?;
+    // Opening may wait (for the server, or for its open transactions).
+    let mut reader = tokio::select! {
+        r = shared.copier.open(unit, &shared.at) => r.map_err(Failure::Read)?,
+        _ = shared.stop.cancelled() => return Ok(None),
+    };
     if K::STREAMS_COPIES {
         return stream_unit(shared, sink, unit, reader).await;
     }
@@ -322,7 +322,15 @@ async fn copy_unit<C: Copier, K: Sink>(
         }
         .instrument(tracing::Span::current()),
     );
-    while let Some(batch) = rx.recv().await {
+    loop {
+        // A reader waiting on a slow server must not hold up a shutdown.
+        let batch = tokio::select! {
+            b = rx.recv() => b,
+            _ = shared.stop.cancelled() => None,
+        };
+        let Some(batch) = batch else {
+            break;
+        };
         if shared.stop.is_cancelled() || is_stopped(shared, &unit.table) {
             read.abort();
             return Ok(None);
@@ -342,6 +350,10 @@ async fn copy_unit<C: Copier, K: Sink>(
         shared.progress.add_rows(&unit.table, rows);
         super::observe::applied(&items);
         metrics::counter!(m::ROWS_WRITTEN).increment(rows);
+    }
+    if shared.stop.is_cancelled() {
+        read.abort();
+        return Ok(None);
     }
     reader_result(read.await)
 }

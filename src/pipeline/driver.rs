@@ -4,7 +4,8 @@
 //!
 //! - tables that need copying (pending, snapshotting, resyncing) are copied
 //!   by a copy task, at the saved position, which stays held (not advanced,
-//!   not acknowledged) until the copy is done;
+//!   not acknowledged) until the copy is done; a table's new copy waits for
+//!   a position above its last copy's (see `copy_version`);
 //! - the other tables stream meanwhile; when a copy finishes, the session
 //!   restarts from the held position with the copied tables in it, so they
 //!   get every change after their copy's version;
@@ -26,7 +27,11 @@ use crate::core::{Classify, ErrorClass};
 use crate::metrics as m;
 use crate::sink::Sink;
 use crate::source::{Copier, SnapshotUnit, Source, SourceError};
-use crate::state::{Lifecycle, PlannedUnit, SnapshotProgress, StateStore};
+use crate::state::{Lifecycle, PlannedUnit, SnapshotProgress, StateStore, TableState};
+
+/// How often a copy that waits for the position to move on writes a mark
+/// upstream to move it.
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A copy task with its progress view.
 struct Copying {
@@ -105,6 +110,10 @@ where
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut stopping = false;
         let mut control_open = true;
+        // Tables whose copy waits for the position to move on; when a mark
+        // was last written upstream to move it.
+        let mut waiting: Vec<TableName> = Vec::new();
+        let mut marked: Option<tokio::time::Instant> = None;
         loop {
             if stopping {
                 if stream.is_none() && copy.is_none() {
@@ -112,14 +121,21 @@ where
                 }
             } else if self.opts.copy_only {
                 if copy.is_none() {
-                    copy = self.start_copy()?;
+                    copy = self.start_copy(&mut waiting)?;
                 }
                 if copy.is_none() {
                     return Ok(());
                 }
             } else {
                 if copy.is_none() {
-                    copy = self.start_copy()?;
+                    copy = self.start_copy(&mut waiting)?;
+                    if waiting.is_empty() {
+                        marked = None;
+                    } else if marked.is_none_or(|t| t.elapsed() >= MARK_INTERVAL) {
+                        marked = Some(tokio::time::Instant::now());
+                        tracing::info!(tables = %names(&waiting), "the table's last copy wrote at this same position: its new copy waits until the stream moves the position on (so rows that copy wrote and the source no longer has can be found and removed)");
+                        self.mark_position().await;
+                    }
                 }
                 if stream.is_none() && retry_at.is_none() {
                     let tables = self.streaming_tables();
@@ -151,7 +167,7 @@ where
                     }
                 }
             }
-            let held = copy.is_some() || replay;
+            let held = copy.is_some() || replay || self.copy_started();
             tokio::select! {
                 _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
@@ -177,11 +193,14 @@ where
                         let done = copy.take().expect("a copy was running");
                         let copied = self.end_copy(done).await;
                         if copied && !stopping {
-                            if let Some(s) = &stream {
+                            if let Some(s) = &mut stream {
                                 // Restart from the held position with the
-                                // copied tables.
+                                // copied tables. What the session sent while
+                                // held is never acknowledged: it must not
+                                // wait for that before it ends.
                                 replay = true;
                                 s.stop.cancel();
+                                s.acks = None;
                             }
                         }
                         if !self.state.tables.values().any(|t| t.lifecycle.needs_copy()) {
@@ -240,30 +259,47 @@ where
         }
     }
 
-    /// Starts copying every table that needs it; `None` when none does.
-    fn start_copy(&mut self) -> Result<Option<Copying>, PipelineError> {
+    /// Starts copying every table that needs it and may be copied at the
+    /// saved position; `None` when none does. `waiting` gets the tables that
+    /// must wait for the position to move on (see [`Self::copy_version`]).
+    fn start_copy(
+        &mut self,
+        waiting: &mut Vec<TableName>,
+    ) -> Result<Option<Copying>, PipelineError> {
+        waiting.clear();
+        let needs_copy = |t: &TableName| {
+            self.state
+                .table(t)
+                .is_none_or(|s| s.lifecycle.writes() && s.lifecycle.needs_copy())
+        };
+        if !self.opts.tables.iter().any(needs_copy) {
+            return Ok(None);
+        }
+        let at = self
+            .state
+            .position
+            .clone()
+            .expect("the position is set at start");
+        let version = self.source.copier().version(&at);
         let mut todo = Vec::new();
-        for t in &self.opts.tables {
-            let lifecycle = self.state.lifecycle(t);
+        let mut changed = false;
+        for t in self.opts.tables.clone() {
+            let lifecycle = self.state.lifecycle(&t);
             if !lifecycle.writes() || !lifecycle.needs_copy() {
                 continue;
             }
-            let progress = match lifecycle {
-                Lifecycle::Resyncing { progress } => {
-                    self.sink.reset_table(t);
-                    progress
-                }
-                Lifecycle::Snapshotting { progress } => progress,
-                _ => {
-                    self.state.set_lifecycle(
-                        t,
-                        Lifecycle::Snapshotting {
-                            progress: SnapshotProgress::default(),
-                        },
-                    );
-                    SnapshotProgress::default()
-                }
+            let (resync, progress) = match lifecycle {
+                Lifecycle::Resyncing { progress } => (true, progress),
+                Lifecycle::Snapshotting { progress } => (false, progress),
+                _ => (false, SnapshotProgress::default()),
             };
+            let Some(progress) = self.copy_version(&t, progress, version, &mut changed) else {
+                waiting.push(t);
+                continue;
+            };
+            if resync {
+                self.sink.reset_table(&t);
+            }
             let planned = (!progress.units.is_empty()).then(|| {
                 progress
                     .units
@@ -278,18 +314,23 @@ where
             todo.push(TableCopy {
                 table: t.clone(),
                 planned,
-                done: progress.units_done,
+                done: progress.units_done.clone(),
             });
+            let lifecycle = if resync {
+                Lifecycle::Resyncing { progress }
+            } else {
+                Lifecycle::Snapshotting { progress }
+            };
+            self.state.set_lifecycle(&t, lifecycle);
+        }
+        if changed {
+            // The versions are durable before any row is written at them.
+            self.save()?;
         }
         if todo.is_empty() {
             return Ok(None);
         }
         let streams_beside = !self.streaming_tables().is_empty();
-        let at = self
-            .state
-            .position
-            .clone()
-            .expect("the position is set at start");
         tracing::info!(tables = %names(&todo.iter().map(|t| t.table.clone()).collect::<Vec<_>>()), readers = self.opts.copy_readers, "copying tables");
         let writers = (0..self.opts.copy_readers.max(1))
             .map(|_| self.sink.fork())
@@ -316,6 +357,81 @@ where
             reporter_stop,
             reporter,
         }))
+    }
+
+    /// Writes a mark upstream so the stream's position moves on soon
+    /// (best effort: without it the copy waits for the next write there).
+    async fn mark_position(&self) {
+        match tokio::time::timeout(MARK_INTERVAL, self.source.mark_position()).await {
+            Ok(Ok(())) => tracing::debug!("wrote a position mark upstream"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not write a position mark upstream: a copy waiting for the position to move on waits for the next write there"),
+            Err(_) => tracing::warn!("writing a position mark upstream timed out: a copy waiting for the position to move on waits for the next write there"),
+        }
+    }
+
+    /// The progress a table's copy goes on with, its version set; `None`
+    /// when the copy must wait for the saved position to move on.
+    ///
+    /// A copy resumed after a restart keeps its version: the position is
+    /// held from its start to its end (see [`Self::copy_started`]). A new
+    /// copy writes at the saved position's version, which must be above
+    /// every version an earlier copy of the table wrote at: the stale rows
+    /// `finish_copy` removes are those below the new version that the copy
+    /// did not write, so rows an earlier copy wrote at the same version
+    /// would stay although the source no longer has them. That happens
+    /// when nothing moved the position since the earlier copy (no change
+    /// streamed, no idle advance), and then the copy waits until the stream
+    /// moves it.
+    fn copy_version(
+        &mut self,
+        t: &TableName,
+        mut progress: SnapshotProgress,
+        version: u64,
+        changed: &mut bool,
+    ) -> Option<SnapshotProgress> {
+        if progress.version == Some(version) {
+            return Some(progress);
+        }
+        if progress.version.is_none() && !progress.units_done.is_empty() {
+            // Saved before copies recorded their version; the position was
+            // held since, so this is its version.
+        } else {
+            if let Some(was) = progress.version {
+                tracing::warn!(table = %t, was, now = version, "the saved position moved while the table's copy was unfinished: copying the table again from its start");
+                progress = SnapshotProgress::default();
+            }
+            let copied_at = self.state.table(t).and_then(|s| s.copied_at);
+            // A one-shot copy cannot move its position (nothing streams);
+            // its version is the server's position when it began.
+            if !self.opts.copy_only && copied_at.is_some_and(|c| c >= version) {
+                tracing::debug!(table = %t, version, copied_at, "copy waits for a later position");
+                return None;
+            }
+        }
+        progress.version = Some(version);
+        let entry = self
+            .state
+            .tables
+            .entry(t.to_string())
+            .or_insert_with(|| TableState::new(Lifecycle::Pending));
+        entry.copied_at = Some(entry.copied_at.map_or(version, |c| c.max(version)));
+        *changed = true;
+        Some(progress)
+    }
+
+    /// Whether a table's copy has begun writing and is not finished: the
+    /// saved position then stays where its rows are consistent, even
+    /// between copy tasks (a shutdown ends the task, and the stream's last
+    /// flushes must not move the position past the copy's version).
+    pub(super) fn copy_started(&self) -> bool {
+        self.opts.tables.iter().any(|t| {
+            self.state.table(t).is_some_and(|s| match &s.lifecycle {
+                Lifecycle::Snapshotting { progress } | Lifecycle::Resyncing { progress } => {
+                    progress.version.is_some() || !progress.units_done.is_empty()
+                }
+                _ => false,
+            })
+        })
     }
 
     /// The copy task ended; true when it finished a table.
@@ -406,7 +522,13 @@ where
         copy: &Option<Copying>,
     ) -> Result<(), PipelineError> {
         let at = self.state.position.clone().expect("set at start");
-        let version = self.source.copier().version(&at);
+        let recorded = match self.state.lifecycle(table) {
+            Lifecycle::Snapshotting { progress } | Lifecycle::Resyncing { progress } => {
+                progress.version
+            }
+            _ => None,
+        };
+        let version = recorded.unwrap_or_else(|| self.source.copier().version(&at));
         let mut backoff = Backoff::default();
         while let Err(e) = self.sink.finish_copy(table, version).await {
             match e.class() {

@@ -91,6 +91,14 @@ pub trait Source: Send + 'static {
     /// new slot's exported snapshot) are done; release it.
     fn release_snapshot(&mut self) {}
 
+    /// Writes something upstream so that a stream past everything so far
+    /// reaches a new position soon, even when nothing else is written
+    /// (PostgreSQL: a transaction that only commits). For a copy that waits
+    /// for the saved position to move on.
+    fn mark_position(&self) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Starts streaming the changes of `tables` after `from`.
     fn start_stream(
         &mut self,

@@ -82,6 +82,10 @@ pub struct SnapshotProgress {
     pub units_done: BTreeSet<String>,
     #[serde(default)]
     pub rows: u64,
+    /// The version this copy writes its rows at, fixed when it starts: a
+    /// copy resumed after a restart goes on at the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +166,12 @@ pub struct TableState {
     /// The last schema seen, as `name type` per column.
     #[serde(default)]
     pub columns: Vec<String>,
+    /// The highest version a copy of this table wrote (or may have written)
+    /// its rows at, recorded before the copy writes. A new copy must write
+    /// above it: rows an older copy wrote at the same version could not be
+    /// told apart from the new copy's when stale rows are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_at: Option<u64>,
 }
 
 impl TableState {
@@ -169,6 +179,7 @@ impl TableState {
         TableState {
             lifecycle,
             columns: Vec::new(),
+            copied_at: None,
         }
     }
 }

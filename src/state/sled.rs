@@ -105,9 +105,14 @@ fn from_legacy<P: Position>(old: &serde_json::Value) -> Result<PipelineState<P>,
                         .collect()
                 })
                 .unwrap_or_default();
-            state
-                .tables
-                .insert(name.clone(), TableState { lifecycle, columns });
+            state.tables.insert(
+                name.clone(),
+                TableState {
+                    lifecycle,
+                    columns,
+                    copied_at: None,
+                },
+            );
         }
     }
     Ok(state)

@@ -3,8 +3,9 @@
 //! while running (a failed table brought back, rows deleted meanwhile gone,
 //! the other table streaming throughout), a resync requested while stopped,
 //! the one-shot `sluice snapshot`, and a resync of a plain and a
-//! partitioned table under writes and kill -9s, a part per copy unit, and
-//! units copied again when their INSERTs break.
+//! partitioned table under writes and kill -9s, a part per copy unit,
+//! and units copied again when their INSERTs break. The positions and
+//! versions copies are at: `e2e_copy_position.rs`.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,7 +42,7 @@ fn ch_digest_sql(db: &str, table: &str) -> String {
     )
 }
 
-async fn wait_digest_equal(
+pub(crate) async fn wait_digest_equal(
     p: &TestPipeline,
     pg: &tokio_postgres::Client,
     table: &str,
@@ -66,7 +67,7 @@ async fn wait_digest_equal(
     }
 }
 
-fn sluice(args: &[&str], p: &TestPipeline) -> std::process::Output {
+pub(crate) fn sluice(args: &[&str], p: &TestPipeline) -> std::process::Output {
     Command::new(sluice_bin())
         .args(&args[..1])
         .arg("-c")
@@ -168,7 +169,7 @@ async fn parallel_snapshot_under_writes_and_a_kill_resumes_and_ends_equal() {
     load.await.unwrap();
     assert!(txns.load(Ordering::Relaxed) > 10, "the load ran");
     wait_digest_equal(&p, &db.client, "big", Duration::from_secs(180)).await;
-    assert!(terminate(&mut second, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut second, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +307,7 @@ async fn resync_while_running_brings_back_a_failed_table_and_drops_deleted_rows(
     );
     let status = String::from_utf8_lossy(&sluice(&["status"], &p).stdout).into_owned();
     assert!(status.contains("table public.redo: streaming"), "{status}");
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +338,7 @@ async fn resync_requested_while_stopped_runs_at_the_next_start() {
         .filter(|c| c.trim() == "500")
     })
     .await;
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
     let stale = p
         .ch(&format!(
             "SELECT count() FROM `{}`.t FINAL WHERE _is_deleted = 0",
@@ -367,7 +368,7 @@ async fn resync_requested_while_stopped_runs_at_the_next_start() {
 
     let mut again = p.spawn(&[]);
     wait_digest_equal(&p, &db.client, "t", Duration::from_secs(60)).await;
-    assert!(terminate(&mut again, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut again, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +496,7 @@ async fn a_copy_whose_inserts_break_copies_the_units_again() {
     .await;
     ch.restart();
     wait_digest_equal(&p, &db.client, "big", Duration::from_secs(180)).await;
-    assert!(terminate(&mut child, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut child, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +576,7 @@ async fn resync_of_a_plain_and_a_partitioned_table_survives_kills_under_writes()
     let mut first = p.spawn(&[]);
     wait_digest_equal(&p, &db.client, "t", Duration::from_secs(300)).await;
     wait_digest_equal(&p, &db.client, "pt", Duration::from_secs(300)).await;
-    assert!(terminate(&mut first, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut first, Duration::from_secs(30));
     db.client
         .batch_execute(
             "TRUNCATE t; INSERT INTO t SELECT g, -g FROM generate_series(1, 150000) g;
@@ -659,5 +660,5 @@ async fn resync_of_a_plain_and_a_partitioned_table_survives_kills_under_writes()
             "{status}"
         );
     }
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }

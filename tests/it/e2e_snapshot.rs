@@ -61,7 +61,7 @@ async fn existing_rows_then_changes_arrive() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
     let log = p.last_log();
     assert!(log.contains("copy done"), "{log}");
 }
@@ -69,31 +69,32 @@ async fn existing_rows_then_changes_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_during_the_snapshot_is_survived() {
     let db = fresh_db("snap_crash").await;
-    fill(&db, "items", 300_000).await;
-    let mut p = TestPipeline::new(&db.url, &["public.items"], "");
+    fill(&db, "items", 600_000).await;
+    // One reader: the units (one INSERT each, visible only whole) are
+    // written one after another.
+    let mut p = TestPipeline::new(&db.url, &["public.items"], "[snapshot]\nparallelism = 1\n");
     let mut first = p.spawn(&[]);
-    // Kill it once the copy has started writing.
-    wait_for(
-        "the snapshot to start writing",
-        Duration::from_secs(120),
-        || async {
-            p.ch(&format!("SELECT count() FROM `{}`.items", p.ch_db))
-                .await
-                .ok()
-                .and_then(|c| c.trim().parse::<u64>().ok())
-                .filter(|&c| c > 0)
-        },
-    )
-    .await;
+    // Kill it as soon as the first unit is written, while the next is read.
+    let started = std::time::Instant::now();
+    while !p.log(1).contains("copy INSERT written") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no unit was written\n{}",
+            tail(&p.log(1), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.kill().unwrap();
     let _ = first.wait();
+    let log = p.log(1);
     assert!(
-        !p.log(1).contains("copy done"),
-        "killed before the copy finished"
+        !log.contains("driver: copy done"),
+        "killed before the copy finished\n{}",
+        tail(&log, 30)
     );
     // Changes while sluice is down.
     db.client
-        .batch_execute("UPDATE items SET v = 'while down' WHERE id <= 100; DELETE FROM items WHERE id > 299000;")
+        .batch_execute("UPDATE items SET v = 'while down' WHERE id <= 100; DELETE FROM items WHERE id > 599000;")
         .await
         .unwrap();
     let mut second = p.spawn(&[]);
@@ -105,9 +106,9 @@ async fn crash_during_the_snapshot_is_survived() {
         Duration::from_secs(300),
     )
     .await;
-    assert_eq!(rows.len(), 299_000);
+    assert_eq!(rows.len(), 599_000);
     assert!(p.last_log().contains("copy done"));
-    assert!(terminate(&mut second, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut second, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +126,7 @@ async fn table_added_later_is_copied() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 
     let text = std::fs::read_to_string(&p.config).unwrap();
     std::fs::write(
@@ -174,7 +175,7 @@ async fn table_added_later_is_copied() {
         log.contains("table=public.later") && log.contains("copy done"),
         "{log}"
     );
-    assert!(terminate(&mut again, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut again, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,5 +203,5 @@ async fn types_without_binary_form_are_copied_as_text() {
     let rows = wait_equal(&p, &db.client, pg_sql, &ch, Duration::from_secs(60)).await;
     assert_eq!(rows.len(), 501);
     assert!(p.last_log().contains("replicating in text format"));
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }

@@ -8,6 +8,7 @@ mod check_cmd;
 mod clickhouse_sink;
 mod e2e_clickhouse;
 mod e2e_copy;
+mod e2e_copy_position;
 mod e2e_crash;
 mod e2e_identifiers;
 mod e2e_kafka;

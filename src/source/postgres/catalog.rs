@@ -334,6 +334,63 @@ pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceErro
 }
 
 /// The server's current WAL position (on a standby: what it replayed).
+/// Waits until every transaction running now has ended (committed or rolled
+/// back), saying so while one holds it up. A copy at a held position P reads
+/// after this: a transaction with changes before P that commits later would
+/// be streamed with versions below P and lose to the copy's rows, which did
+/// not see it.
+pub async fn wait_for_running_transactions(c: &Client) -> Result<(), SourceError> {
+    let doing = "waiting for the transactions open at the copy's start";
+    // Every transaction with an id holds the lock on it until it ends
+    // (prepared ones too, with no pid); pg_locks is readable by anyone. A
+    // snapshot's xmin/xmax would not do: xmax is one past the latest
+    // *completed* id, so a newer transaction still open is not in it. Only
+    // this database's transactions can change its tables.
+    const RUNNING: &str = "SELECT l.transactionid::text FROM pg_locks l
+         LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+         LEFT JOIN pg_prepared_xacts x ON x.transaction = l.transactionid
+         WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+           AND coalesce(a.datname, x.database) = current_database()";
+    let open: Vec<String> = c
+        .query(RUNNING, &[])
+        .await
+        .map_err(|e| SourceError::catalog(doing, e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut say_at = std::time::Duration::from_secs(5);
+    let still = format!(
+        "{RUNNING} AND l.transactionid::text = ANY($1) ORDER BY l.transactionid::text::bigint LIMIT 1"
+    );
+    loop {
+        let row = c
+            .query_opt(&still, &[&open])
+            .await
+            .map_err(|e| SourceError::catalog(doing, e))?;
+        let Some(row) = row else {
+            return Ok(());
+        };
+        if started.elapsed() >= say_at {
+            let oldest: String = row.get(0);
+            tracing::warn!(xid = %oldest, waited_s = started.elapsed().as_secs(), "the copy waits for transactions that were open when it started to end (pg_stat_activity.backend_xid names the session; a prepared transaction in pg_prepared_xacts holds it up until it is committed or rolled back)");
+            say_at *= 2;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Commits a transaction that did nothing but take an id: its commit record
+/// moves the server's WAL position on. Needs no privilege.
+pub async fn commit_a_mark(c: &Client) -> Result<(), SourceError> {
+    c.batch_execute("SELECT pg_current_xact_id()")
+        .await
+        .map_err(|e| SourceError::catalog("writing a position mark (pg_current_xact_id)", e))
+}
+
 pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
     let row = c
         .query_one(

@@ -142,6 +142,8 @@ pub(super) struct Inner {
     /// Where the partitions of copied partitioned tables are recorded.
     partition_file: std::path::PathBuf,
     idle: Mutex<Vec<Client>>,
+    /// Set once the transactions open when the copy started have ended.
+    settled: tokio::sync::OnceCell<()>,
 }
 
 /// A connection taken from the copier; back to the pool only by `release`
@@ -190,6 +192,7 @@ impl PgCopier {
                 copy_only,
                 partition_file,
                 idle: Mutex::new(Vec::new()),
+                settled: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -382,6 +385,22 @@ impl Copier for PgCopier {
             table: unit.table.clone(),
             message: m,
         })?;
+        if !self.at_exported_snapshot() && !self.inner.copy_only {
+            // Read only once no transaction that was open at the held
+            // position can still commit: its changes before the position
+            // are streamed with versions below the copy's, so the copy must
+            // contain them. (An exported snapshot is consistent already; a
+            // one-shot copy has no stream after it.)
+            self.inner
+                .settled
+                .get_or_try_init(|| async {
+                    let lease = self.lease().await?;
+                    catalog::wait_for_running_transactions(lease.client()).await?;
+                    lease.release();
+                    Ok::<_, SourceError>(())
+                })
+                .await?;
+        }
         tracing::debug!(table = %unit.table, unit = %unit.id, "reading");
         let lease = self.lease().await?;
         let reader = SnapshotReader::start(

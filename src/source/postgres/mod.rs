@@ -267,6 +267,11 @@ impl Source for PgSource {
         }
     }
 
+    async fn mark_position(&self) -> Result<(), SourceError> {
+        let client = catalog::connect(&self.cfg.conn).await?;
+        catalog::commit_a_mark(&client).await
+    }
+
     async fn start_stream(
         &mut self,
         from: &Lsn,

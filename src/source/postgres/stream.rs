@@ -223,6 +223,11 @@ impl Session {
                 _ = shutdown.cancelled() => break,
                 changed = acks.changed() => {
                     if changed.is_err() {
+                        if shutdown.is_cancelled() {
+                            // Told to stop, and that nothing more will be
+                            // acknowledged (a held position).
+                            break;
+                        }
                         return Err(SourceError::NotReady("the sink stopped".into()));
                     }
                     let acked = *acks.borrow_and_update();

@@ -236,6 +236,34 @@ max_delay = "200ms"
         self.log(self.runs)
     }
 
+    /// Stops the latest run with SIGTERM; it must exit cleanly within
+    /// `timeout` (the panic shows the end of its log).
+    pub fn terminate_ok(&self, child: &mut Child, timeout: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sluice did not stop within {timeout:?} after SIGTERM\n{}",
+                    tail(&self.last_log(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "sluice exited with {status} after SIGTERM\n{}",
+            tail(&self.last_log(), 60)
+        );
+    }
+
     /// Runs a ClickHouse query against this pipeline's server (TSV out).
     pub async fn ch(&self, sql: &str) -> Result<String, String> {
         let client = if self.ch_from_config {

@@ -1,5 +1,8 @@
 //! The commit protocol and the table lifecycle against a scripted source,
-//! the memory sink and the memory store: no server needed.
+//! the memory sink and the memory store: no server needed. Copies (and
+//! their positions and versions) are in `copies.rs`.
+
+mod copies;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,7 @@ use crate::sink::memory::{MemorySink, MemorySinkHandle};
 use crate::sink::{Sink, SinkError};
 use crate::source::{ChangeStream, Copier, Prepared, SnapshotUnit, SourceError, UnitReader};
 use crate::state::memory::{MemoryStore, MemoryStoreHandle};
+use crate::state::SnapshotProgress;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -95,6 +99,11 @@ struct ScriptedSource {
     units: Vec<(String, Vec<i64>)>,
     /// A table whose rows make the stream fail as unreadable (once).
     unreadable: Option<TableName>,
+    /// A unit whose reader yields only once the log holds an entry (a
+    /// server that stalls): (unit id, entry).
+    stalled_unit: Option<(String, String)>,
+    /// Flushes the stream sends only once told to stop (its drain).
+    drain: Vec<Flush<u64>>,
     log: Log,
 }
 
@@ -104,6 +113,8 @@ impl ScriptedSource {
             script,
             units: Vec::new(),
             unreadable: None,
+            stalled_unit: None,
+            drain: Vec::new(),
             log: log.clone(),
         }
     }
@@ -113,18 +124,22 @@ struct ScriptedStream {
     flushes: Vec<Flush<u64>>,
     /// Set when the script reaches a table that cannot be read.
     fail_on: Option<TableName>,
+    drain: Vec<Flush<u64>>,
     log: Log,
 }
 
 struct ScriptedUnit {
     batch: Option<TableBatch>,
     rows: u64,
+    /// Yields only once the log holds this entry.
+    until: Option<(String, Log)>,
 }
 
 /// The scripted source's copier: units per table as scripted.
 #[derive(Clone)]
 struct ScriptedCopier {
     units: Vec<(String, Vec<i64>)>,
+    stalled_unit: Option<(String, String)>,
     log: Log,
 }
 
@@ -156,6 +171,11 @@ impl Copier for ScriptedCopier {
         Ok(ScriptedUnit {
             rows: ids.len() as u64,
             batch: Some(batch),
+            until: self
+                .stalled_unit
+                .as_ref()
+                .filter(|(id, _)| *id == unit.id)
+                .map(|(_, entry)| (entry.clone(), self.log.clone())),
         })
     }
 
@@ -189,6 +209,7 @@ impl Source for ScriptedSource {
     fn copier(&self) -> ScriptedCopier {
         ScriptedCopier {
             units: self.units.clone(),
+            stalled_unit: self.stalled_unit.clone(),
             log: self.log.clone(),
         }
     }
@@ -213,9 +234,14 @@ impl Source for ScriptedSource {
             f.retain_tables(|t| tables.contains(t));
         }
         let fail_on = self.unreadable.take().filter(|t| tables.contains(t));
+        let mut drain = std::mem::take(&mut self.drain);
+        for f in &mut drain {
+            f.retain_tables(|t| tables.contains(t));
+        }
         Ok(ScriptedStream {
             flushes,
             fail_on,
+            drain,
             log: self.log.clone(),
         })
     }
@@ -227,6 +253,11 @@ impl Source for ScriptedSource {
 
 impl UnitReader for ScriptedUnit {
     async fn next_batch(&mut self) -> Result<Option<TableBatch>, SourceError> {
+        if let Some((entry, log)) = &self.until {
+            while !log.lock().unwrap().contains(entry) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         Ok(self.batch.take())
     }
 
@@ -245,6 +276,7 @@ impl ChangeStream for ScriptedStream {
         shutdown: CancellationToken,
     ) -> Result<(), SourceError> {
         let log = self.log.clone();
+        let mut sent = *acks.borrow();
         for f in self.flushes {
             if let Some(t) = &self.fail_on {
                 if f.items
@@ -257,14 +289,33 @@ impl ChangeStream for ScriptedStream {
                     });
                 }
             }
+            sent = sent.max(f.position.unwrap_or(0));
             if out.send(f).await.is_err() {
                 return Ok(());
             }
         }
-        // Record every acknowledgement until shutdown.
+        // Record every acknowledgement until shutdown, then drain.
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    if !self.drain.is_empty() {
+                        // After the copy task has ended (it stops at once).
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    for f in self.drain {
+                        if out.send(f).await.is_err() {
+                            break;
+                        }
+                    }
+                    // As a PostgreSQL session does: the last position sent
+                    // must be acknowledged first, unless no one will.
+                    while *acks.borrow_and_update() < sent {
+                        if acks.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    return Ok(());
+                }
                 changed = acks.changed() => {
                     if changed.is_err() {
                         return Ok(());
@@ -571,235 +622,6 @@ async fn an_unreadable_table_stops_only_that_table() {
         state.lifecycle(&table("b")),
         Lifecycle::Failed { .. }
     ));
-}
-
-#[tokio::test]
-async fn the_snapshot_resumes_with_the_unfinished_units_only() {
-    // A crashed earlier run planned table a as u1, u2 and finished u1.
-    let (mut store_seed, seed_handle) = MemoryStore::new();
-    let mut seed = PipelineState::<u64>::new(
-        [("source".to_string(), "script".to_string())].into(),
-        Some(5),
-    );
-    let planned = |id: &str| crate::state::PlannedUnit {
-        id: id.into(),
-        estimated_rows: None,
-    };
-    seed.set_lifecycle(
-        &table("a"),
-        Lifecycle::Snapshotting {
-            progress: crate::state::SnapshotProgress {
-                units: vec![planned("u1"), planned("u2")],
-                units_done: ["u1".to_string()].into(),
-                rows: 2,
-            },
-        },
-    );
-    store_seed.save(&seed).unwrap();
-
-    let (h, sink, store) = harness(Some(&seed_handle));
-    let mut source = ScriptedSource::new(
-        vec![flush(vec![rows("a", &[9], 10, OP_INSERT)], 10)],
-        &h.log,
-    );
-    source.units = vec![("u1".into(), vec![1, 2]), ("u2".into(), vec![3, 4, 5])];
-    run_until(source, sink, store, options(&["a", "b"], true), &h.log, 10)
-        .await
-        .unwrap();
-    let log = h.log.lock().unwrap().clone();
-    assert!(
-        !log.contains(&"open a u1 at 5".to_string()),
-        "u1 was done: {log:?}"
-    );
-    assert!(log.contains(&"open a u2 at 5".to_string()), "{log:?}");
-    assert!(
-        log.contains(&"open b u1 at 5".to_string()) && log.contains(&"open b u2 at 5".to_string())
-    );
-    // Every table needed copying: nothing streamed until the copies were
-    // done, then the stream starts where the copies' rows are consistent.
-    let stream = position_of(&log, "stream from 5 tables a,b");
-    for unit in ["open a u2 at 5", "open b u1 at 5", "open b u2 at 5"] {
-        assert!(position_of(&log, unit) < stream, "{log:?}");
-    }
-    assert_eq!(h.sink.rows_of(&table("a")), 3 + 1, "{log:?}");
-    assert_eq!(h.sink.rows_of(&table("b")), 5);
-    let mut finished = h.sink.finished_copies();
-    finished.sort();
-    assert_eq!(finished, vec![(table("a"), 5), (table("b"), 5)]);
-    let state: PipelineState<u64> = h.store.state().unwrap();
-    assert_eq!(state.lifecycle(&table("a")), Lifecycle::Streaming);
-    assert_eq!(state.lifecycle(&table("b")), Lifecycle::Streaming);
-}
-
-#[tokio::test]
-async fn a_resync_copies_while_the_others_stream_then_replays_from_the_held_position() {
-    let (h, sink, store) = harness(None);
-    // a and b stream; then b is resynced while changes keep coming.
-    let script: Vec<Flush<u64>> = (1..=6u64)
-        .map(|i| {
-            let id = [i as i64];
-            flush(
-                vec![
-                    rows("a", &id, i * 10, OP_INSERT),
-                    rows("b", &id, i * 10, OP_INSERT),
-                ],
-                i * 10,
-            )
-        })
-        .collect();
-    let mut source = ScriptedSource::new(script, &h.log);
-    source.units = vec![("u1".into(), vec![100, 101])];
-    let (control, rx) = mpsc::channel(4);
-    let log = h.log.clone();
-    let requester = tokio::spawn(async move {
-        // Once the first session acknowledged 60, ask for the resync.
-        for _ in 0..500 {
-            if log.lock().unwrap().contains(&"ack 60".to_string()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        control
-            .send(Control::Resync(vec![table("b")]))
-            .await
-            .unwrap();
-        control
-    });
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let watch_log = h.log.clone();
-    let watcher = tokio::spawn(async move {
-        for _ in 0..1000 {
-            // The replay session started, with b in it.
-            if watch_log
-                .lock()
-                .unwrap()
-                .contains(&"stream from 60 tables a,b".to_string())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-    });
-    run_pipeline(
-        source,
-        sink,
-        store,
-        options(&["a", "b"], false),
-        rx,
-        shutdown,
-    )
-    .await
-    .unwrap();
-    watcher.abort();
-    let _ = requester.await;
-    let log = h.log.lock().unwrap().clone();
-    // The copy of b is read at the saved position, then rows b never got
-    // from the copy are removed, then the stream restarts from the same
-    // position with b in it.
-    let open = position_of(&log, "open b u1 at 60");
-    let replay = position_of(&log, "stream from 60 tables a,b");
-    assert!(open < replay, "{log:?}");
-    assert_eq!(h.sink.finished_copies(), vec![(table("b"), 60)]);
-    let state: PipelineState<u64> = h.store.state().unwrap();
-    assert_eq!(state.lifecycle(&table("b")), Lifecycle::Streaming);
-    assert_eq!(state.position, Some(60));
-    // b got its 6 streamed rows, then the 2 copied, and nothing was lost.
-    assert_eq!(h.sink.rows_of(&table("b")), 6 + 2);
-}
-
-#[tokio::test]
-async fn copy_only_copies_and_stops_without_a_stream() {
-    let (h, sink, store) = harness(None);
-    let mut source = ScriptedSource::new(Vec::new(), &h.log);
-    source.units = vec![("u1".into(), vec![1, 2, 3])];
-    let mut opts = options(&["a"], true);
-    opts.copy_only = true;
-    let (_control, rx) = mpsc::channel(1);
-    run_pipeline(source, sink, store, opts, rx, CancellationToken::new())
-        .await
-        .unwrap();
-    let log = h.log.lock().unwrap().clone();
-    assert!(log.contains(&"open a u1 at 7".to_string()), "{log:?}");
-    assert!(!log.iter().any(|e| e.starts_with("stream")), "{log:?}");
-    assert_eq!(h.sink.rows_of(&table("a")), 3);
-    assert_eq!(h.sink.finished_copies(), vec![(table("a"), 7)]);
-}
-
-/// The memory sink taking each copy unit as one write, as ClickHouse does:
-/// all of the unit, or (on a failure) none of it.
-struct UnitSink(MemorySink);
-
-impl Sink for UnitSink {
-    const STREAMS_COPIES: bool = true;
-
-    async fn open(&mut self) -> Result<(), SinkError> {
-        self.0.open().await
-    }
-
-    async fn apply(&mut self, items: &[SinkItem]) -> Result<(), SinkError> {
-        self.0.apply(items).await
-    }
-
-    async fn apply_copy(
-        &mut self,
-        batches: &mut mpsc::Receiver<TableBatch>,
-    ) -> Result<u64, SinkError> {
-        let mut items = Vec::new();
-        while let Some(b) = batches.recv().await {
-            items.push(SinkItem::Rows(b));
-        }
-        self.0.apply(&items).await?;
-        Ok(items.iter().map(SinkItem::rows).sum::<usize>() as u64)
-    }
-
-    fn take_failed(&mut self) -> Vec<(TableName, String)> {
-        self.0.take_failed()
-    }
-
-    fn reset_table(&mut self, table: &TableName) {
-        self.0.reset_table(table)
-    }
-
-    async fn finish_copy(&mut self, table: &TableName, version: u64) -> Result<(), SinkError> {
-        self.0.finish_copy(table, version).await
-    }
-
-    fn fork(&self) -> Self {
-        UnitSink(self.0.fork())
-    }
-
-    async fn healthcheck(&self) -> Report {
-        self.0.healthcheck().await
-    }
-}
-
-#[tokio::test]
-async fn a_unit_written_as_one_is_copied_again_whole_when_its_write_fails() {
-    let (h, sink, store) = harness(None);
-    h.sink.fail_transiently(1);
-    let mut source = ScriptedSource::new(Vec::new(), &h.log);
-    source.units = vec![("u1".into(), vec![1, 2, 3])];
-    let mut opts = options(&["a"], true);
-    opts.copy_only = true;
-    let (_control, rx) = mpsc::channel(1);
-    run_pipeline(
-        source,
-        UnitSink(sink),
-        store,
-        opts,
-        rx,
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    let log = h.log.lock().unwrap().clone();
-    // The batches of the failed write are gone: the unit is read again.
-    let opened = log.iter().filter(|e| *e == "open a u1 at 7").count();
-    assert_eq!(opened, 2, "{log:?}");
-    assert_eq!(h.sink.rows_of(&table("a")), 3, "{log:?}");
-    assert_eq!(h.sink.finished_copies(), vec![(table("a"), 7)]);
 }
 
 #[test]
