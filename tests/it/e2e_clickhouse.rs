@@ -225,7 +225,7 @@ async fn slot_recreated_behind_our_back_is_an_explicit_error() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 
     // Someone drops and recreates the slot; changes made in between would be lost.
     db.client

@@ -134,5 +134,5 @@ async fn killed_at_random_moments_ends_equal_row_for_row() {
     );
     assert!(kills >= 20);
     assert!(!events.is_empty());
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }

@@ -205,7 +205,7 @@ async fn changes_rebuild_equal_tables_from_debezium_events() {
         c.updates_with_before >= 5,
         "FULL updates carry before: {c:?}"
     );
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }
 
 /// Kills a `sluice` process the test started if the test fails first.

@@ -128,5 +128,5 @@ async fn killed_at_random_moments_consumers_rebuild_equal_tables() {
     // The failpoint re-sends what was delivered but not checkpointed.
     assert!(c.replays > 0, "{c:?}");
     assert!(c.ops.get("c").copied().unwrap_or(0) > 100, "{c:?}");
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }

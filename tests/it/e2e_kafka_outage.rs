@@ -88,7 +88,7 @@ async fn frozen_broker_loses_and_reorders_nothing() {
         "the log does not say what sluice waits for:\n{}",
         tail(&text, 30)
     );
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }
 
 /// Deliveries that fail (here: they time out while the broker is frozen,
@@ -143,5 +143,5 @@ async fn failed_deliveries_fail_the_flush_which_is_applied_again() {
         tail(&text, 30)
     );
     println!("kafka delivery timeouts: {:?}", log.counts);
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }

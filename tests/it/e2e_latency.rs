@@ -84,5 +84,5 @@ async fn a_commit_after_idleness_leaves_at_once_and_a_load_fills_batches() {
         .filter(|(r, n)| r == "max_rows" && *n == 1000)
         .count();
     assert!(full >= 10, "batches filled to max_rows under load: {all:?}");
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }

@@ -111,7 +111,7 @@ async fn a_failed_table_stays_failed_across_restarts_and_the_others_go_on() {
         running.contains("table public.bad: failed since") && running.contains("changed type"),
         "status while running:\n{running}"
     );
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 
     // Restarted, with more changes to both tables.
     let stopped = status(&p);
@@ -174,5 +174,5 @@ async fn a_failed_table_stays_failed_across_restarts_and_the_others_go_on() {
     );
     let log = p.last_log();
     assert!(log.contains("table stays stopped"), "{}", tail(&log, 30));
-    assert!(terminate(&mut again, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut again, Duration::from_secs(30));
 }

@@ -451,7 +451,7 @@ async fn metrics_follow_a_loaded_run_lag_drops_with_the_heartbeat_and_a_failed_t
         .as_str()
         .unwrap()
         .contains("type"));
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,7 +500,7 @@ async fn readyz_is_unready_while_clickhouse_is_down_and_ready_after() {
     .await;
     let m = scrape(port).await;
     assert!(value(&m, "sluice_errors_total", &[("class", "transient")]).unwrap() >= 1.0);
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 /// Writes WAL until the slot is invalidated (max_slot_wal_keep_size).
@@ -574,7 +574,7 @@ async fn a_lost_slot_is_recreated_and_every_table_copied_again_and_the_shipped_r
         Duration::from_secs(60),
     )
     .await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 
     // While sluice is stopped: changes, and enough WAL to lose the slot.
     client
@@ -650,7 +650,7 @@ async fn a_lost_slot_is_recreated_and_every_table_copied_again_and_the_shipped_r
             "{file} names metrics missing from /metrics: {missing:?}\n{m}"
         );
     }
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[test]
@@ -756,7 +756,7 @@ async fn a_slot_lost_while_running_is_recreated_and_every_table_copied_again() {
         .unwrap();
     wait_equal(&p, &client, pg_sql, &ch_sql, Duration::from_secs(60)).await;
     wait_ready(port, true, Duration::from_secs(60)).await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,7 +176,7 @@ async fn polled_tables_survive_kills_and_late_commits() {
     assert!(late.load(Ordering::Relaxed) >= 3, "too few late commits");
     assert!(late_rows >= 3, "late commits are in ClickHouse");
     assert!(deleted > 0, "the load soft-deleted rows");
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
     // `status` shows each table's lifecycle and saved cursor.
     let out = std::process::Command::new(sluice_bin())
         .args(["status", "-c"])
@@ -432,7 +432,7 @@ lookback = 50
         "clickhouse poll test: {kills} kills, {} source inserts",
         inserts.load(Ordering::Relaxed)
     );
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,5 +468,5 @@ async fn a_polled_source_gets_the_sink_probe_and_process_gauges_too() {
     .await;
     ch.restart();
     crate::e2e_ops::wait_ready(port, true, Duration::from_secs(120)).await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }

@@ -90,7 +90,7 @@ async fn polled_tables_into_kafka_survive_kills() {
     for op in ["c", "u", "t"] {
         assert!(!c.ops.contains_key(op), "{c:?}");
     }
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }
 
 /// Kills a `sluice` process the test started if the test fails first.
@@ -309,5 +309,5 @@ deleted = "deleted"
         "{:?}",
         log.counts
     );
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }

@@ -208,7 +208,7 @@ async fn reconcile_deletes_keys_gone_from_the_source_across_kills() {
         item_deletes > 0 && pair_deletes >= 40,
         "{item_deletes} {pair_deletes}"
     );
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
     let rounds: usize = (1..=KILLS as u32 + 1)
         .map(|r| p.log(r).matches("reconcile round done").count())
         .sum();
@@ -388,7 +388,7 @@ reconcile_chunk = 5
     )
     .await;
     assert!(deletes > 0, "no delete rows written");
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 
     // A restart with nothing new to poll: the delete rows take their shape
     // from an empty read of the source.
@@ -411,7 +411,7 @@ reconcile_chunk = 5
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
     println!(
         "clickhouse reconcile test: 4 kills, {} load operations; equal: {} events, {} pairs; {deletes} event delete rows",
         ops.load(Ordering::Relaxed),

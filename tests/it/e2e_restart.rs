@@ -72,5 +72,5 @@ async fn postgres_and_clickhouse_restarts_are_survived() {
         "ClickHouse outage was retried:\n{}",
         tail(&log, 40)
     );
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }

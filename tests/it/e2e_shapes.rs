@@ -232,7 +232,7 @@ async fn keyless_table_is_an_exact_multiset_under_kills() {
     );
     assert!(distinct.len() < rows.len(), "duplicates are kept");
     assert!(rows.iter().any(|r| r.contains("\\N")), "NULLs are kept");
-    assert!(terminate(&mut last, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut last, Duration::from_secs(30));
 }
 
 const MULTISET_KILLS: usize = 10;
@@ -371,7 +371,7 @@ async fn partitioned_table_arrives_whole_and_attach_detach_stop_it() {
         .await
         .unwrap();
     stopped_then_resynced(&p, &db, "detached: [measures_b]").await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,7 +498,7 @@ async fn added_column_defaults_reach_older_rows() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,7 +564,7 @@ async fn generated_columns_left_out_and_multidimensional_arrays_refused() {
         .await
         .unwrap();
     assert_eq!(flat.trim(), "0");
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
     // A restart finds the publication as it wants it (PostgreSQL lists the
     // generated column among the published ones, but never sends it).
     let mut again = p.spawn(&[]);
@@ -583,7 +583,7 @@ async fn generated_columns_left_out_and_multidimensional_arrays_refused() {
         Duration::from_secs(60),
     )
     .await;
-    assert!(terminate(&mut again, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut again, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,7 +633,7 @@ async fn declared_multidimensional_arrays_arrive_as_their_exact_text() {
         "{}",
         tail(&log, 20)
     );
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,7 +723,7 @@ async fn column_list_and_row_filter_shape_copy_and_stream() {
         .unwrap();
     assert_eq!(def.get::<_, String>(0), "{id,v}");
     assert!(def.get::<_, String>(1).contains("1000"));
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,7 +766,7 @@ async fn keyless_table_copied_later_is_stopped_not_counted_twice() {
         status.contains("exact multiset") && status.contains("new replication slot's snapshot"),
         "{status}"
     );
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -846,5 +846,5 @@ async fn run_sets_partition_root_on_an_existing_publication() {
         .unwrap()
         .get(0);
     assert!(via_root, "{}", tail(&p.last_log(), 20));
-    assert!(terminate(&mut sluice, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut sluice, Duration::from_secs(30));
 }

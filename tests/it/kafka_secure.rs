@@ -76,7 +76,7 @@ async fn tls_through_a_proxy_delivers_every_change() {
     assert_eq!(op("r"), 20 + 20 + 5, "snapshot reads: {c:?}");
     assert!(op("c") >= 10 && op("u") > 0 && op("d") > 0, "{c:?}");
     assert_eq!(c.tombstones, op("d"), "{c:?}");
-    assert!(terminate(&mut run, Duration::from_secs(30)).success());
+    p.terminate_ok(&mut run, Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,34 +98,18 @@ async fn a_resync_copies_while_the_others_stream_then_replays_from_the_held_posi
             .unwrap();
         control
     });
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let watch_log = h.log.clone();
-    let watcher = tokio::spawn(async move {
-        for _ in 0..1000 {
-            // The replay session started, with b in it.
-            if watch_log
-                .lock()
-                .unwrap()
-                .contains(&"stream from 60 tables a,b".to_string())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-    });
-    run_pipeline(
+    // Until the replay session started, with b in it.
+    let replayed = run_until_logged(
         source,
         sink,
         store,
         options(&["a", "b"], false),
         rx,
-        shutdown,
+        &h.log,
+        &["stream from 60 tables a,b"],
     )
-    .await
-    .unwrap();
-    watcher.abort();
+    .await;
+    assert!(replayed, "{:?}", h.log.lock().unwrap());
     let _ = requester.await;
     let log = h.log.lock().unwrap().clone();
     // The copy of b is read at the saved position, then rows b never got
@@ -235,15 +219,21 @@ async fn a_unit_written_as_one_is_copied_again_whole_when_its_write_fails() {
     assert_eq!(h.sink.finished_copies(), vec![(table("a"), 7)]);
 }
 
-/// A state at `position` with `a` streaming and `b` as given.
-fn seeded(position: u64, b: Lifecycle, b_copied_at: Option<u64>) -> MemoryStoreHandle {
+/// A state at `position` with `a` streaming and `b` resynced (as `sluice
+/// resync` leaves it), its last copy at `b_copied_at`.
+fn b_resyncing_at(position: u64, b_copied_at: Option<u64>) -> MemoryStoreHandle {
     let (mut store, handle) = MemoryStore::new();
     let mut state = PipelineState::<u64>::new(
         [("source".to_string(), "script".to_string())].into(),
         Some(position),
     );
     state.set_lifecycle(&table("a"), Lifecycle::Streaming);
-    state.set_lifecycle(&table("b"), b);
+    state.set_lifecycle(
+        &table("b"),
+        Lifecycle::Resyncing {
+            progress: SnapshotProgress::default(),
+        },
+    );
     state
         .tables
         .get_mut(&table("b").to_string())
@@ -258,47 +248,24 @@ async fn a_copy_at_the_position_of_the_tables_last_copy_waits_for_the_position_t
     // b was copied at 10 and nothing moved the position since; then a
     // resync (as `sluice resync` leaves it). Rows that copy wrote at 10
     // would be indistinguishable from the new copy's if it wrote at 10 too.
-    let seed = seeded(
-        10,
-        Lifecycle::Resyncing {
-            progress: SnapshotProgress::default(),
-        },
-        Some(10),
-    );
+    let seed = b_resyncing_at(10, Some(10));
     let (h, sink, store) = harness(Some(&seed));
     let mut source = ScriptedSource::new(
         vec![flush(vec![rows("a", &[1], 20, OP_INSERT)], 20)],
         &h.log,
     );
     source.units = vec![("u1".into(), vec![100, 101])];
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let watch_log = h.log.clone();
-    let watcher = tokio::spawn(async move {
-        for _ in 0..1000 {
-            if watch_log
-                .lock()
-                .unwrap()
-                .contains(&"stream from 20 tables a,b".to_string())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-    });
     let (_control, rx) = mpsc::channel(1);
-    run_pipeline(
+    run_until_logged(
         source,
         sink,
         store,
         options(&["a", "b"], true),
         rx,
-        shutdown,
+        &h.log,
+        &["stream from 20 tables a,b"],
     )
-    .await
-    .unwrap();
-    watcher.abort();
+    .await;
     let log = h.log.lock().unwrap().clone();
     // The stream (without b) moved the position to 20 first; b was copied
     // there, then streamed from there.
@@ -317,13 +284,7 @@ async fn a_copy_at_the_position_of_the_tables_last_copy_waits_for_the_position_t
 async fn a_shutdown_mid_copy_keeps_the_position_where_the_copy_is_consistent() {
     // b's resync copies u1, while u2's reader stalls; then a shutdown, and
     // the stream of a drains a change at 30 after the copy task ended.
-    let seed = seeded(
-        10,
-        Lifecycle::Resyncing {
-            progress: SnapshotProgress::default(),
-        },
-        Some(5),
-    );
+    let seed = b_resyncing_at(10, Some(5));
     let (h, sink, store) = harness(Some(&seed));
     let mut source = ScriptedSource::new(Vec::new(), &h.log);
     source.units = vec![("u1".into(), vec![1, 2]), ("u2".into(), vec![3])];
@@ -375,13 +336,7 @@ async fn the_stream_restarts_after_a_copy_without_waiting_for_held_acknowledgeme
     // b's resync copy at 10 finishes only after a's change at 20 was
     // applied beside it; 20 is held (never acknowledged), so the session
     // that sent it must not wait for its acknowledgement to end.
-    let seed = seeded(
-        10,
-        Lifecycle::Resyncing {
-            progress: SnapshotProgress::default(),
-        },
-        Some(5),
-    );
+    let seed = b_resyncing_at(10, Some(5));
     let (h, sink, store) = harness(Some(&seed));
     let mut source = ScriptedSource::new(
         vec![flush(vec![rows("a", &[1], 20, OP_INSERT)], 20)],
@@ -389,34 +344,17 @@ async fn the_stream_restarts_after_a_copy_without_waiting_for_held_acknowledgeme
     );
     source.units = vec![("u1".into(), vec![100])];
     source.stalled_unit = Some(("u1".into(), "apply 20".into()));
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let watch_log = h.log.clone();
-    let watcher = tokio::spawn(async move {
-        for _ in 0..500 {
-            let log = watch_log.lock().unwrap().clone();
-            if log.contains(&"stream from 10 tables a,b".to_string())
-                && log.contains(&"ack 20".to_string())
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-        false
-    });
     let (_control, rx) = mpsc::channel(1);
-    let run = tokio::spawn(run_pipeline(
+    let restarted = run_until_logged(
         source,
         sink,
         store,
         options(&["a", "b"], true),
         rx,
-        shutdown.clone(),
-    ));
-    let restarted = watcher.await.unwrap();
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+        &h.log,
+        &["stream from 10 tables a,b", "ack 20"],
+    )
+    .await;
     let log = h.log.lock().unwrap().clone();
     assert!(restarted, "the replay session never started: {log:?}");
     // 20 is acknowledged only once the replay applied it again.

@@ -391,6 +391,40 @@ async fn run_until_with(
     r
 }
 
+/// Runs the pipeline until the log holds every entry of `until` (10 s at
+/// most), then shuts it down; true when the entries came.
+async fn run_until_logged(
+    source: ScriptedSource,
+    sink: MemorySink,
+    store: MemoryStore,
+    opts: PipelineOptions,
+    control: mpsc::Receiver<Control>,
+    log: &Log,
+    until: &[&str],
+) -> bool {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let watch_log = log.clone();
+    let want: Vec<String> = until.iter().map(|e| e.to_string()).collect();
+    let watcher = tokio::spawn(async move {
+        let mut seen = false;
+        for _ in 0..1000 {
+            let log = watch_log.lock().unwrap().clone();
+            if want.iter().all(|w| log.contains(w)) {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        seen
+    });
+    run_pipeline(source, sink, store, opts, control, shutdown)
+        .await
+        .unwrap();
+    watcher.await.unwrap()
+}
+
 fn harness(store: Option<&MemoryStoreHandle>) -> (Harness, MemorySink, MemoryStore) {
     let log: Log = Arc::default();
     let (sink, sink_handle) = MemorySink::new();
