@@ -114,13 +114,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn run<C: Copier, K: Sink + 'static>(
     shared: Arc<Shared<C>>,
-    writers: Vec<K>,
+    mut writers: Vec<K>,
     tables: Vec<TableCopy>,
 ) {
     for t in tables {
         let units = match t.planned {
             Some(u) => u,
-            None => match plan(&shared, &t.table).await {
+            None => match plan(&shared, &mut writers[0], &t.table).await {
                 Some(u) => u,
                 None => continue,
             },
@@ -163,9 +163,26 @@ async fn run<C: Copier, K: Sink + 'static>(
 
 /// Plans a table (retrying transient errors); `None` when it was stopped
 /// or the copy is ending.
-async fn plan<C: Copier>(shared: &Shared<C>, table: &TableName) -> Option<Vec<SnapshotUnit>> {
+async fn plan<C: Copier, K: Sink>(
+    shared: &Shared<C>,
+    sink: &mut K,
+    table: &TableName,
+) -> Option<Vec<SnapshotUnit>> {
     let mut backoff = Backoff::default();
     loop {
+        match foreign_rows(shared, sink, table).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                stop_table(shared, table, reason).await;
+                return None;
+            }
+            Err(e) => {
+                if !on_copy_error(shared, table, e, &mut backoff, READING).await {
+                    return None;
+                }
+                continue;
+            }
+        }
         match shared.copier.plan(table).await {
             Ok(units) => {
                 let _ = shared
@@ -184,6 +201,29 @@ async fn plan<C: Copier>(shared: &Shared<C>, table: &TableName) -> Option<Vec<Sn
             }
         }
     }
+}
+
+/// Why a table must not be copied into its destination, if it must not:
+/// the destination holds rows above every version the source can have
+/// written yet, so they came from elsewhere (another server, or this one
+/// restored from a backup, whose positions start lower) and would win over
+/// every row copied and streamed now, silently.
+async fn foreign_rows<C: Copier, K: Sink>(
+    shared: &Shared<C>,
+    sink: &mut K,
+    table: &TableName,
+) -> Result<Option<String>, PipelineError> {
+    let Some(max) = sink.max_version(table).await? else {
+        return Ok(None);
+    };
+    let Some(bound) = shared.copier.version_bound().await? else {
+        return Ok(None);
+    };
+    Ok((max > bound).then(|| {
+        format!(
+            "the destination table already holds rows with _version up to {max}, above any version this source can have written yet ({bound}): they were written from another server (or from this one before it was restored from a backup) and would win over every row copied and streamed now. Drop the destination table (or point the sink at a new database), then resync the table"
+        )
+    }))
 }
 
 /// A read error, or a streamed unit's transient write error (`what` says

@@ -88,6 +88,15 @@ pub trait Sink: Send {
         version: u64,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// The highest `_version` the destination holds for `table` (`None`
+    /// when it holds none, or keeps no versions it can be asked about).
+    fn max_version(
+        &self,
+        _table: &TableName,
+    ) -> impl Future<Output = Result<Option<u64>, SinkError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Another writer to the same (opened) destination, for writing in
     /// parallel with this one (copy readers). Shares what the sink has
     /// learnt about the server; starts with no stopped tables (the pipeline

@@ -136,6 +136,14 @@ pub trait Copier: Clone + Send + Sync + 'static {
     /// The `_version` of rows copied at `at`. Rows a finished copy did not
     /// write and that are older than this are gone from the source.
     fn version(&self, at: &Self::Position) -> u64;
+
+    /// A version no row of this source's history can be above yet
+    /// (PostgreSQL: the server's WAL position now); `None` when the source
+    /// has no such bound. A destination row above it was written from
+    /// elsewhere and would win over every row written now.
+    fn version_bound(&self) -> impl Future<Output = Result<Option<u64>, SourceError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Reads one snapshot unit as batches.

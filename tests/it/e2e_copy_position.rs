@@ -1,7 +1,8 @@
 //! The position and version a copy writes at, end to end: a resync at the
-//! very position of the table's first copy (stale rows must still go), and
-//! a transaction open across a resync's position (its change must not lose
-//! to the copy's row).
+//! very position of the table's first copy (stale rows must still go), a
+//! transaction open across a resync's position (its change must not lose
+//! to the copy's row), and a destination holding versions from another
+//! server (the table stops rather than lose every change to them).
 
 use std::time::Duration;
 
@@ -150,4 +151,56 @@ async fn a_transaction_open_across_a_resyncs_position_is_in_the_copy() {
         .unwrap();
     wait_digest_equal(&p, &db.client, "t", Duration::from_secs(120)).await;
     p.terminate_ok(&mut run, Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_holding_rows_from_another_server_stops_the_table() {
+    // The pipeline is dropped and pointed at another server (a new one, or
+    // this one restored from a backup) whose WAL positions are far lower
+    // than the versions in ClickHouse: the old rows would win over every
+    // row copied and streamed from it, so the table stops with the reason.
+    let db = fresh_db("copy_foreign").await;
+    let create = "CREATE TABLE t (id bigint PRIMARY KEY, v int);
+                  INSERT INTO t SELECT g, g FROM generate_series(1, 500) g;";
+    db.client.batch_execute(create).await.unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.t"], "");
+    let mut first = p.spawn(&[]);
+    wait_digest_equal(&p, &db.client, "t", Duration::from_secs(120)).await;
+    p.terminate_ok(&mut first, Duration::from_secs(30));
+    let out = sluice(&["drop"], &p);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let other = OwnPostgres::start(&[]);
+    let client = connect(&other.url).await;
+    client.batch_execute(create).await.unwrap();
+    client
+        .batch_execute("UPDATE t SET v = -v WHERE id <= 100")
+        .await
+        .unwrap();
+    p.edit_config(&db.url, &other.url);
+    let mut second = p.spawn(&[]);
+    wait_for("the table to stop", Duration::from_secs(60), || async {
+        p.last_log().contains("table stopped").then_some(())
+    })
+    .await;
+    let status = String::from_utf8_lossy(&sluice(&["status"], &p).stdout).into_owned();
+    assert!(
+        status.contains("table public.t: failed")
+            && status.contains("above any version this source can have written yet"),
+        "{status}"
+    );
+    // Nothing was copied over the old rows.
+    let negative = p
+        .ch(&format!(
+            "SELECT count() FROM `{}`.t FINAL WHERE v < 0",
+            p.ch_db
+        ))
+        .await
+        .unwrap();
+    assert_eq!(negative.trim(), "0");
+    p.terminate_ok(&mut second, Duration::from_secs(30));
 }

@@ -703,6 +703,28 @@ impl Sink for ClickHouseSink {
         self.tables.remove(table);
     }
 
+    async fn max_version(&self, table: &TableName) -> Result<Option<u64>, SinkError> {
+        let existing = self.existing_columns(table).await?;
+        if !existing.iter().any(|c| c.name == meta::VERSION) {
+            return Ok(None);
+        }
+        let body = self
+            .fetch(
+                &format!(
+                    "SELECT max({}), count() FROM {}",
+                    quote_ch_ident(meta::VERSION),
+                    self.target(table)
+                ),
+                "TabSeparated",
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&body);
+        let mut cols = text.trim().split('\t');
+        let max = cols.next().and_then(|v| v.parse::<u64>().ok());
+        let rows = cols.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(max.filter(|_| rows > 0))
+    }
+
     fn fork(&self) -> Self {
         ClickHouseSink {
             cfg: self.cfg.clone(),

@@ -428,6 +428,15 @@ impl Copier for PgCopier {
     fn version(&self, at: &Lsn) -> u64 {
         at.0
     }
+
+    async fn version_bound(&self) -> Result<Option<u64>, SourceError> {
+        let lease = self.lease().await?;
+        // In an exported snapshot's transaction this still reads the live
+        // position (a function of the server, not of the snapshot).
+        let lsn = catalog::current_wal_lsn(lease.client()).await?;
+        lease.release();
+        Ok(Some(lsn.0))
+    }
 }
 
 /// The first `_seq` of a unit's rows (tables without a key): the copy
