@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::commit::StreamTask;
 use super::copy::{self, CopyEvent, CopyTask, TableCopy};
@@ -134,7 +135,7 @@ where
                     } else if marked.is_none_or(|t| t.elapsed() >= MARK_INTERVAL) {
                         marked = Some(tokio::time::Instant::now());
                         tracing::info!(tables = %names(&waiting), "the table's last copy wrote at this same position: its new copy waits until the stream moves the position on (so rows that copy wrote and the source no longer has can be found and removed)");
-                        self.mark_position().await;
+                        self.mark_position();
                     }
                 }
                 if stream.is_none() && retry_at.is_none() {
@@ -203,9 +204,11 @@ where
                                 s.acks = None;
                             }
                         }
-                        if !self.state.tables.values().any(|t| t.lifecycle.needs_copy()) {
-                            self.source.release_snapshot();
-                        }
+                        // Only the first copy reads at the new slot's
+                        // snapshot: a later one (a table stopped meanwhile,
+                        // then resynced) reads live rows, as a copy resumed
+                        // after a restart does.
+                        self.source.release_snapshot();
                     }
                 },
                 f = next_flush(&mut stream) => match f {
@@ -288,15 +291,43 @@ where
             if !lifecycle.writes() || !lifecycle.needs_copy() {
                 continue;
             }
-            let (resync, progress) = match lifecycle {
+            let (resync, mut progress) = match lifecycle {
                 Lifecycle::Resyncing { progress } => (true, progress),
                 Lifecycle::Snapshotting { progress } => (false, progress),
                 _ => (false, SnapshotProgress::default()),
             };
-            let Some(progress) = self.copy_version(&t, progress, version, &mut changed) else {
-                waiting.push(t);
-                continue;
+            let wrap = |progress| {
+                if resync {
+                    Lifecycle::Resyncing { progress }
+                } else {
+                    Lifecycle::Snapshotting { progress }
+                }
             };
+            let begun = progress.version.is_some() || !progress.units_done.is_empty();
+            if begun && progress.version != Some(version) {
+                // Its done units' rows are at another version (or at an
+                // unknown one: saved before copies recorded theirs, when a
+                // shutdown could still move the position past it); a
+                // finish at this version would count them stale.
+                tracing::warn!(table = %t, was = ?progress.version, now = version, "the table's unfinished copy was at another position: copying it again from its start");
+                progress = SnapshotProgress::default();
+                self.state.set_lifecycle(&t, wrap(progress.clone()));
+                changed = true;
+            }
+            if progress.version.is_none() {
+                if self.copy_waits(&t, version) {
+                    waiting.push(t);
+                    continue;
+                }
+                progress.version = Some(version);
+                let entry = self
+                    .state
+                    .tables
+                    .entry(t.to_string())
+                    .or_insert_with(|| TableState::new(Lifecycle::Pending));
+                entry.copied_at = Some(version);
+                changed = true;
+            }
             if resync {
                 self.sink.reset_table(&t);
             }
@@ -316,12 +347,7 @@ where
                 planned,
                 done: progress.units_done.clone(),
             });
-            let lifecycle = if resync {
-                Lifecycle::Resyncing { progress }
-            } else {
-                Lifecycle::Snapshotting { progress }
-            };
-            self.state.set_lifecycle(&t, lifecycle);
+            self.state.set_lifecycle(&t, wrap(progress));
         }
         if changed {
             // The versions are durable before any row is written at them.
@@ -359,64 +385,46 @@ where
         }))
     }
 
-    /// Writes a mark upstream so the stream's position moves on soon
-    /// (best effort: without it the copy waits for the next write there).
-    async fn mark_position(&self) {
-        match tokio::time::timeout(MARK_INTERVAL, self.source.mark_position()).await {
-            Ok(Ok(())) => tracing::debug!("wrote a position mark upstream"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not write a position mark upstream: a copy waiting for the position to move on waits for the next write there"),
-            Err(_) => tracing::warn!("writing a position mark upstream timed out: a copy waiting for the position to move on waits for the next write there"),
-        }
+    /// Writes a mark upstream so the stream's position moves on soon, in
+    /// a task of its own (best effort: without it the copy waits for the
+    /// next write there).
+    fn mark_position(&self) {
+        let mark = self.source.mark_position();
+        tokio::spawn(
+            async move {
+                match tokio::time::timeout(MARK_INTERVAL, mark).await {
+                    Ok(Ok(())) => tracing::debug!("wrote a position mark upstream"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not write a position mark upstream: a copy waiting for the position to move on waits for the next write there"),
+                    Err(_) => tracing::warn!("writing a position mark upstream timed out: a copy waiting for the position to move on waits for the next write there"),
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 
-    /// The progress a table's copy goes on with, its version set; `None`
-    /// when the copy must wait for the saved position to move on.
+    /// Whether a new copy of `t` must wait for the saved position to move
+    /// on before it writes at `version`.
     ///
-    /// A copy resumed after a restart keeps its version: the position is
-    /// held from its start to its end (see [`Self::copy_started`]). A new
-    /// copy writes at the saved position's version, which must be above
-    /// every version an earlier copy of the table wrote at: the stale rows
-    /// `finish_copy` removes are those below the new version that the copy
-    /// did not write, so rows an earlier copy wrote at the same version
-    /// would stay although the source no longer has them. That happens
-    /// when nothing moved the position since the earlier copy (no change
-    /// streamed, no idle advance), and then the copy waits until the stream
-    /// moves it.
-    fn copy_version(
-        &mut self,
-        t: &TableName,
-        mut progress: SnapshotProgress,
-        version: u64,
-        changed: &mut bool,
-    ) -> Option<SnapshotProgress> {
-        if progress.version == Some(version) {
-            return Some(progress);
+    /// A resumed copy keeps its version: the position is held from its
+    /// start to its end (see [`Self::copy_started`]). A new copy writes at
+    /// the saved position's version, which must differ from the version of
+    /// the table's last copy: the stale rows `finish_copy` removes are those
+    /// below the new version that the copy did not write, so rows an earlier
+    /// copy wrote at the same version would stay although the source no
+    /// longer has them. That happens when nothing moved the position since
+    /// the earlier copy (no change streamed, no idle advance). A last copy
+    /// *above* it means a server whose positions went back (restored from a
+    /// backup): waiting would not help, and rows from that history are
+    /// caught before the copy (`copy.rs`, `foreign_rows`).
+    fn copy_waits(&self, t: &TableName, version: u64) -> bool {
+        let copied_at = self.state.table(t).and_then(|s| s.copied_at);
+        // A one-shot copy cannot move its position (nothing streams); a
+        // version of 0 is a source whose copies carry no position.
+        let waits = !self.opts.copy_only && version > 0 && copied_at == Some(version);
+        if waits {
+            tracing::debug!(table = %t, version, "copy waits for a later position");
         }
-        if progress.version.is_none() && !progress.units_done.is_empty() {
-            // Saved before copies recorded their version; the position was
-            // held since, so this is its version.
-        } else {
-            if let Some(was) = progress.version {
-                tracing::warn!(table = %t, was, now = version, "the saved position moved while the table's copy was unfinished: copying the table again from its start");
-                progress = SnapshotProgress::default();
-            }
-            let copied_at = self.state.table(t).and_then(|s| s.copied_at);
-            // A one-shot copy cannot move its position (nothing streams);
-            // its version is the server's position when it began.
-            if !self.opts.copy_only && copied_at.is_some_and(|c| c >= version) {
-                tracing::debug!(table = %t, version, copied_at, "copy waits for a later position");
-                return None;
-            }
-        }
-        progress.version = Some(version);
-        let entry = self
-            .state
-            .tables
-            .entry(t.to_string())
-            .or_insert_with(|| TableState::new(Lifecycle::Pending));
-        entry.copied_at = Some(entry.copied_at.map_or(version, |c| c.max(version)));
-        *changed = true;
-        Some(progress)
+        waits
     }
 
     /// Whether a table's copy has begun writing and is not finished: the

@@ -95,7 +95,7 @@ pub trait Source: Send + 'static {
     /// reaches a new position soon, even when nothing else is written
     /// (PostgreSQL: a transaction that only commits). For a copy that waits
     /// for the saved position to move on.
-    fn mark_position(&self) -> impl Future<Output = Result<(), SourceError>> + Send {
+    fn mark_position(&self) -> impl Future<Output = Result<(), SourceError>> + Send + 'static {
         async { Ok(()) }
     }
 

@@ -174,3 +174,86 @@ async fn invalidated_slot_says_to_resync() {
     );
     assert!(!e.is_retryable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_still_being_created_is_waited_for_not_adopted_at_zero() {
+    // Another process is creating the slot (as a run killed in the middle
+    // of creating it leaves it until the server notices): it has no
+    // confirmed position yet. sluice must wait, not start from 0/0.
+    let db = fresh_db("slot_creating").await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b');",
+        )
+        .await
+        .unwrap();
+    let mut p = crate::support::e2e::TestPipeline::new(&db.url, &["public.t"], "");
+    // A transaction open in the database holds the creation back: a slot
+    // is consistent only once every running transaction has ended.
+    let open = connect(&db.url).await;
+    open.batch_execute("BEGIN; INSERT INTO t VALUES (3, 'c')")
+        .await
+        .unwrap();
+    let info = conn_info(&db.url);
+    let mut creator = std::process::Command::new(servers().pg_bin.join("psql"))
+        .arg(format!(
+            "host={} port={} user={} dbname={} replication=database",
+            info.host, info.port, info.user, info.dbname
+        ))
+        .args([
+            "-X",
+            "-c",
+            &format!("CREATE_REPLICATION_SLOT \"{}\" LOGICAL pgoutput", p.name),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = &db.client;
+    let slot = p.name.clone();
+    wait_for(
+        "the slot to exist, not yet consistent",
+        Duration::from_secs(30),
+        || {
+            let slot = slot.clone();
+            async move {
+                client
+                    .query_opt(
+                        "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NULL",
+                        &[&slot],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    let mut run = p.spawn(&[]);
+    wait_for(
+        "sluice to find the slot in use",
+        Duration::from_secs(60),
+        || async {
+            p.last_log()
+                .contains("is in use by another process")
+                .then_some(())
+        },
+    )
+    .await;
+    // The creation completes once the transaction ends; then sluice takes
+    // the slot from where it stands.
+    open.batch_execute("COMMIT").await.unwrap();
+    assert!(creator.wait().unwrap().success());
+    let pg_sql = "SELECT id::text, v FROM t";
+    let ch_sql = format!(
+        "SELECT toString(id), v FROM `{}`.t FINAL WHERE _is_deleted = 0",
+        p.ch_db
+    );
+    let rows =
+        crate::support::e2e::wait_equal(&p, &db.client, pg_sql, &ch_sql, Duration::from_secs(120))
+            .await;
+    assert_eq!(rows.len(), 3);
+    let log = p.last_log();
+    assert!(!log.contains("position=0/0"), "{log}");
+    p.terminate_ok(&mut run, Duration::from_secs(30));
+}

@@ -4,9 +4,9 @@
 
 use super::*;
 
-#[tokio::test]
-async fn the_snapshot_resumes_with_the_unfinished_units_only() {
-    // A crashed earlier run planned table a as u1, u2 and finished u1.
+/// A state at 5 where an earlier run planned table a as u1, u2 and finished
+/// u1, at `version`.
+fn a_half_copied(version: Option<u64>) -> MemoryStoreHandle {
     let (mut store_seed, seed_handle) = MemoryStore::new();
     let mut seed = PipelineState::<u64>::new(
         [("source".to_string(), "script".to_string())].into(),
@@ -19,17 +19,47 @@ async fn the_snapshot_resumes_with_the_unfinished_units_only() {
     seed.set_lifecycle(
         &table("a"),
         Lifecycle::Snapshotting {
-            progress: crate::state::SnapshotProgress {
+            progress: SnapshotProgress {
                 units: vec![planned("u1"), planned("u2")],
                 units_done: ["u1".to_string()].into(),
                 rows: 2,
-                // Saved before copies recorded their version.
-                version: None,
+                version,
             },
         },
     );
     store_seed.save(&seed).unwrap();
+    seed_handle
+}
 
+#[tokio::test]
+async fn a_copy_saved_without_its_version_is_copied_again_whole() {
+    // Saved before copies recorded their version, when a shutdown could
+    // still move the position past it: u1's rows may be at another version.
+    let seed = a_half_copied(None);
+    let (h, sink, store) = harness(Some(&seed));
+    let mut source = ScriptedSource::new(Vec::new(), &h.log);
+    source.units = vec![("u1".into(), vec![1, 2]), ("u2".into(), vec![3, 4, 5])];
+    let done = run_until_logged(
+        source,
+        sink,
+        store,
+        options(&["a"], true),
+        mpsc::channel(1).1,
+        &h.log,
+        &["stream from 5 tables a"],
+    )
+    .await;
+    let log = h.log.lock().unwrap().clone();
+    assert!(done, "{log:?}");
+    assert!(log.contains(&"open a u1 at 5".to_string()), "{log:?}");
+    assert!(log.contains(&"open a u2 at 5".to_string()), "{log:?}");
+    assert_eq!(h.sink.finished_copies(), vec![(table("a"), 5)]);
+}
+
+#[tokio::test]
+async fn the_snapshot_resumes_with_the_unfinished_units_only() {
+    // A crashed earlier run planned table a as u1, u2 and finished u1.
+    let seed_handle = a_half_copied(Some(5));
     let (h, sink, store) = harness(Some(&seed_handle));
     let mut source = ScriptedSource::new(
         vec![flush(vec![rows("a", &[9], 10, OP_INSERT)], 10)],

@@ -333,7 +333,6 @@ pub async fn slot(c: &Client, name: &str) -> Result<Option<SlotInfo>, SourceErro
     }))
 }
 
-/// The server's current WAL position (on a standby: what it replayed).
 /// Waits until every transaction running now has ended (committed or rolled
 /// back), saying so while one holds it up. A copy at a held position P reads
 /// after this: a transaction with changes before P that commits later would
@@ -391,6 +390,7 @@ pub async fn commit_a_mark(c: &Client) -> Result<(), SourceError> {
         .map_err(|e| SourceError::catalog("writing a position mark (pg_current_xact_id)", e))
 }
 
+/// The server's current WAL position (on a standby: what it replayed).
 pub async fn current_wal_lsn(c: &Client) -> Result<Lsn, SourceError> {
     let row = c
         .query_one(

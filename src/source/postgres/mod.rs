@@ -37,8 +37,10 @@ pub mod tls;
 pub mod types;
 pub mod wire;
 
+use std::future::Future;
 use std::path::PathBuf;
 
+use self::catalog::SlotInfo;
 use self::copier::PgCopier;
 use self::lsn::Lsn;
 use self::replication::{ReplicationConnection, SlotSnapshot};
@@ -220,10 +222,31 @@ impl Source for PgSource {
                         }
                         slot.consistent_point
                     }
-                    None => catalog::slot(&client, &self.cfg.slot)
-                        .await?
-                        .and_then(|s| s.confirmed_flush_lsn)
-                        .unwrap_or(Lsn::ZERO),
+                    // The slot was there already: start where it stands.
+                    None => match catalog::slot(&client, &self.cfg.slot).await? {
+                        Some(SlotInfo {
+                            confirmed_flush_lsn: Some(lsn),
+                            ..
+                        }) if lsn > Lsn::ZERO => lsn,
+                        // Not consistent yet: another process is creating it
+                        // (or was killed while creating it, and the server
+                        // has not dropped it yet).
+                        Some(SlotInfo {
+                            active_pid: Some(pid),
+                            ..
+                        }) => {
+                            return Err(SourceError::SlotInUse {
+                                slot: self.cfg.slot.clone(),
+                                pid: pid.to_string(),
+                            })
+                        }
+                        _ => {
+                            return Err(SourceError::NotReady(format!(
+                                "replication slot \"{}\" exists but has no confirmed position (its creation never completed): drop it (`sluice drop -c FILE`) and start again",
+                                self.cfg.slot
+                            )))
+                        }
+                    },
                 }
             }
         };
@@ -267,9 +290,12 @@ impl Source for PgSource {
         }
     }
 
-    async fn mark_position(&self) -> Result<(), SourceError> {
-        let client = catalog::connect(&self.cfg.conn).await?;
-        catalog::commit_a_mark(&client).await
+    fn mark_position(&self) -> impl Future<Output = Result<(), SourceError>> + Send + 'static {
+        let conn = self.cfg.conn.clone();
+        async move {
+            let client = catalog::connect(&conn).await?;
+            catalog::commit_a_mark(&client).await
+        }
     }
 
     async fn start_stream(

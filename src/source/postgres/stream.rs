@@ -508,6 +508,8 @@ impl Session {
         }
         let mut tick = tokio::time::interval(self.cfg.status_interval);
         tick.tick().await;
+        // Gone when nothing more will be acknowledged (a held position).
+        let mut acks_open = true;
         loop {
             tokio::select! {
                 permit = out.reserve() => {
@@ -515,7 +517,11 @@ impl Session {
                     permit.send(flush);
                     return Ok(());
                 }
-                _ = acks.changed() => {
+                changed = acks.changed(), if acks_open => {
+                    if changed.is_err() {
+                        acks_open = false;
+                        continue;
+                    }
                     let acked = *acks.borrow_and_update();
                     self.durable = self.durable.max(acked);
                 }
