@@ -5,7 +5,7 @@
 //! - tables that need copying (pending, snapshotting, resyncing) are copied
 //!   by a copy task, at the saved position, which stays held (not advanced,
 //!   not acknowledged) until the copy is done; a table's new copy waits for
-//!   a position above its last copy's (see `copy_version`);
+//!   a position other than its last copy's (see `copy_waits`);
 //! - the other tables stream meanwhile; when a copy finishes, the session
 //!   restarts from the held position with the copied tables in it, so they
 //!   get every change after their copy's version;
@@ -264,7 +264,7 @@ where
 
     /// Starts copying every table that needs it and may be copied at the
     /// saved position; `None` when none does. `waiting` gets the tables that
-    /// must wait for the position to move on (see [`Self::copy_version`]).
+    /// must wait for the position to move on (see [`Self::copy_waits`]).
     fn start_copy(
         &mut self,
         waiting: &mut Vec<TableName>,

@@ -166,10 +166,10 @@ pub struct TableState {
     /// The last schema seen, as `name type` per column.
     #[serde(default)]
     pub columns: Vec<String>,
-    /// The highest version a copy of this table wrote (or may have written)
-    /// its rows at, recorded before the copy writes. A new copy must write
-    /// above it: rows an older copy wrote at the same version could not be
-    /// told apart from the new copy's when stale rows are removed.
+    /// The version the table's last copy wrote (or may have written) its
+    /// rows at, recorded before the copy writes. A new copy must not write
+    /// at the same one: rows the older copy wrote could not be told apart
+    /// from the new copy's when stale rows are removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_at: Option<u64>,
 }

@@ -373,26 +373,14 @@ async fn run_until_with(
     until: u64,
     control: mpsc::Receiver<Control>,
 ) -> Result<(), PipelineError> {
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let watch_log = log.clone();
-    let watcher = tokio::spawn(async move {
-        let want = format!("ack {until}");
-        for _ in 0..2000 {
-            if watch_log.lock().unwrap().contains(&want) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        stop.cancel();
-    });
-    let r = run_pipeline(source, sink, store, opts, control, shutdown).await;
-    watcher.abort();
-    r
+    let ack = format!("ack {until}");
+    run_watching(source, sink, store, opts, control, log, &[&ack])
+        .await
+        .0
 }
 
-/// Runs the pipeline until the log holds every entry of `until` (10 s at
-/// most), then shuts it down; true when the entries came.
+/// Runs the pipeline until the log holds every entry of `until`, then
+/// shuts it down; true when the entries came.
 async fn run_until_logged(
     source: ScriptedSource,
     sink: MemorySink,
@@ -402,13 +390,29 @@ async fn run_until_logged(
     log: &Log,
     until: &[&str],
 ) -> bool {
+    let (r, seen) = run_watching(source, sink, store, opts, control, log, until).await;
+    r.unwrap();
+    seen
+}
+
+/// Runs the pipeline until the log holds every entry of `until` (20 s at
+/// most), then shuts it down: its result, and whether the entries came.
+async fn run_watching(
+    source: ScriptedSource,
+    sink: MemorySink,
+    store: MemoryStore,
+    opts: PipelineOptions,
+    control: mpsc::Receiver<Control>,
+    log: &Log,
+    until: &[&str],
+) -> (Result<(), PipelineError>, bool) {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let watch_log = log.clone();
     let want: Vec<String> = until.iter().map(|e| e.to_string()).collect();
     let watcher = tokio::spawn(async move {
         let mut seen = false;
-        for _ in 0..1000 {
+        for _ in 0..2000 {
             let log = watch_log.lock().unwrap().clone();
             if want.iter().all(|w| log.contains(w)) {
                 seen = true;
@@ -419,10 +423,11 @@ async fn run_until_logged(
         stop.cancel();
         seen
     });
-    run_pipeline(source, sink, store, opts, control, shutdown)
-        .await
-        .unwrap();
-    watcher.await.unwrap()
+    let r = run_pipeline(source, sink, store, opts, control, shutdown).await;
+    // The pipeline may end on its own (an error) before the watcher does.
+    watcher.abort();
+    let seen = watcher.await.unwrap_or(false);
+    (r, seen)
 }
 
 fn harness(store: Option<&MemoryStoreHandle>) -> (Harness, MemorySink, MemoryStore) {
