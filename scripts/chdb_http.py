@@ -517,49 +517,58 @@ class Engine:
 
     def execute(self, req):
         """Run one request.  Returns (body_bytes, summary_dict, fmt)."""
+        t_wait = time.monotonic()
         with self.lock:
-            sess = None
-            if req.session_id:
-                sess = self.sessions.setdefault(req.session_id, {"settings": {}, "database": None})
-            db = req.database or (sess and sess["database"]) or "default"
-            settings = {}
-            if sess:
-                settings.update(sess["settings"])
-            settings.update(req.settings)
-            # A server applies a request's settings to that query alone; an
-            # INSERT can say so in its own SETTINGS clause, which spares the
-            # SET-and-reset round trips below (each a query on the one
-            # engine every other request waits for).
-            req.insert_settings = {}
-            if settings and req.info["insert"] is not None and \
-                    not _SETTINGS_WORD.search(req.info["insert"][0]):
-                req.insert_settings, settings = settings, {}
-            stmt_first = req.info["first"]
-            must_reset = bool(settings) or stmt_first == "SET"
+            t_held = time.monotonic()
+            req.lock_wait_ms = (t_held - t_wait) * 1000
             try:
-                try:
-                    self._use(db)
-                    self._apply_settings(settings)
-                except CHError:
-                    raise
-                except Exception as e:
-                    raise CHError.from_chdb(e)
-                return self._run(req)
+                return self._execute_locked(req)
             finally:
-                if stmt_first == "USE":
-                    new_db = self._q("SELECT currentDatabase()").bytes().decode().strip()
-                    self.current_db = new_db
-                    if sess is not None:
-                        sess["database"] = new_db
-                if must_reset:
-                    try:
-                        changed = self._reset_settings(settings.keys())
-                        if sess is not None and stmt_first == "SET":
-                            for k, v in changed.items():
-                                if req.settings.get(k) != v and self.baseline.get(k) != v:
-                                    sess["settings"][k] = v
-                    except Exception as e:  # pragma: no cover
-                        sys.stderr.write(f"chdb_http: failed to reset settings: {e}\n")
+                req.lock_held_ms = (time.monotonic() - t_held) * 1000
+
+    def _execute_locked(self, req):
+        sess = None
+        if req.session_id:
+            sess = self.sessions.setdefault(req.session_id, {"settings": {}, "database": None})
+        db = req.database or (sess and sess["database"]) or "default"
+        settings = {}
+        if sess:
+            settings.update(sess["settings"])
+        settings.update(req.settings)
+        # A server applies a request's settings to that query alone; an
+        # INSERT can say so in its own SETTINGS clause, which spares the
+        # SET-and-reset round trips below (each a query on the one
+        # engine every other request waits for).
+        req.insert_settings = {}
+        if settings and req.info["insert"] is not None and \
+                not _SETTINGS_WORD.search(req.info["insert"][0]):
+            req.insert_settings, settings = settings, {}
+        stmt_first = req.info["first"]
+        must_reset = bool(settings) or stmt_first == "SET"
+        try:
+            try:
+                self._use(db)
+                self._apply_settings(settings)
+            except CHError:
+                raise
+            except Exception as e:
+                raise CHError.from_chdb(e)
+            return self._run(req)
+        finally:
+            if stmt_first == "USE":
+                new_db = self._q("SELECT currentDatabase()").bytes().decode().strip()
+                self.current_db = new_db
+                if sess is not None:
+                    sess["database"] = new_db
+            if must_reset:
+                try:
+                    changed = self._reset_settings(settings.keys())
+                    if sess is not None and stmt_first == "SET":
+                        for k, v in changed.items():
+                            if req.settings.get(k) != v and self.baseline.get(k) != v:
+                                sess["settings"][k] = v
+                except Exception as e:  # pragma: no cover
+                    sys.stderr.write(f"chdb_http: failed to reset settings: {e}\n")
 
     def _run(self, req):
         t0 = time.monotonic()
@@ -764,6 +773,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._resp_len = 0
         self._compress_response = False
         self._log_sql = ""
+        self._lock_ms = ""
         query_id = ""
         try:
             body = self._read_body()  # always drain, keep-alive depends on it
@@ -797,7 +807,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if len(sql) > 160:
                 sql = sql[:160] + "..."
             sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.client_address[0]} {self.command} "
-                             f"{self._status} {dt:.1f}ms {self._resp_len}B {sql}\n")
+                             f"{self._status} {dt:.1f}ms {self._resp_len}B{self._lock_ms} {sql}\n")
 
     def _serve_query(self, params, body):
         engine = self.server.engine
@@ -887,7 +897,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             req.sql = sql
             req.out_format = req.info["format"] or out_format or "TabSeparated"
 
-        body_out, summary, fmt = engine.execute(req)
+        try:
+            body_out, summary, fmt = engine.execute(req)
+        finally:
+            # Time queued for the engine, then time holding it: one engine
+            # serves every request, so the first is the others' second.
+            if hasattr(req, "lock_held_ms"):
+                self._lock_ms = f" wait={req.lock_wait_ms:.1f}ms held={req.lock_held_ms:.1f}ms"
         summary_hdr = json.dumps({k: str(v) for k, v in summary.items()}, separators=(",", ":"))
         headers = [
             ("Content-Type", content_type_for(fmt)),

@@ -8,7 +8,7 @@ pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
 pub const FLUSHES: &str = "sluice_flushes_total";
 pub const SINK_RETRIES: &str = "sluice_sink_retries_total";
 /// Micro-batches the source handed over, labelled `reason` (caught_up,
-/// max_rows, max_bytes, max_delay, idle, shutdown).
+/// max_rows, max_bytes, max_delay, sink_idle, sink_busy, idle, shutdown).
 pub const SOURCE_FLUSHES: &str = "sluice_source_flushes_total";
 /// Retried attempts of any kind, labelled `what`.
 pub const RETRIES: &str = "sluice_retries_total";

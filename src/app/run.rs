@@ -124,7 +124,7 @@ fn options(config: &Config, tables: Vec<TableName>, copy_only: bool) -> Pipeline
             .source
             .postgres()
             .is_some_and(|pg| pg.on_slot_lost == crate::config::OnSlotLost::Resync),
-        merge_rows: config.batch.max_rows,
+        merge: crate::pipeline::MergeLimit::new(config.batch.max_rows, config.batch.max_bytes),
     }
 }
 

@@ -107,6 +107,14 @@ impl SinkItem {
             SinkItem::Truncate(..) => 0,
         }
     }
+
+    /// Memory held by the item's Arrow buffers.
+    pub fn arrow_bytes(&self) -> usize {
+        match self {
+            SinkItem::Rows(b) => b.batch.get_array_memory_size(),
+            SinkItem::Truncate(..) => 0,
+        }
+    }
 }
 
 /// A unit of work for the sink: apply `items` in order and make them
@@ -137,6 +145,11 @@ impl<P> Default for Flush<P> {
 impl<P> Flush<P> {
     pub fn rows(&self) -> usize {
         self.items.iter().map(SinkItem::rows).sum()
+    }
+
+    /// Memory held by the flush's Arrow buffers.
+    pub fn arrow_bytes(&self) -> usize {
+        self.items.iter().map(SinkItem::arrow_bytes).sum()
     }
 
     /// Drops the items of tables `keep` rejects; see [`retain_tables`].

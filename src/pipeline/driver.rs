@@ -22,7 +22,7 @@ use super::commit::StreamTask;
 use super::copy::{self, CopyEvent, CopyTask, TableCopy};
 use super::progress::{spawn_reporter, CopyProgress};
 use super::retry::Backoff;
-use super::{Control, Pipeline, PipelineError};
+use super::{Control, MergeLimit, Pipeline, PipelineError};
 use crate::config::TableName;
 use crate::core::{Classify, ErrorClass};
 use crate::metrics as m;
@@ -61,16 +61,16 @@ async fn next_flush<P>(stream: &mut Option<StreamTask<P>>) -> Option<crate::core
 }
 
 /// Takes the flushes that queued up behind `flush` while the sink was busy
-/// into it, while the rows stay within `limit`. The last one taken may pass
-/// the limit by its own size: it was already made, and waiting would not
-/// make it smaller.
+/// into it, while its rows and Arrow bytes stay within `limit`. The last one
+/// taken may pass the limit by its own size: it was already made, and
+/// waiting would not make it smaller.
 fn merge_queued<P>(
     flush: &mut crate::core::Flush<P>,
     queue: &mut mpsc::Receiver<crate::core::Flush<P>>,
-    limit: usize,
+    limit: MergeLimit,
 ) {
     let mut merged = 0;
-    while flush.rows() < limit {
+    while flush.rows() < limit.rows && flush.arrow_bytes() < limit.bytes {
         match queue.try_recv() {
             Ok(next) => {
                 flush.absorb(next);
@@ -214,7 +214,7 @@ where
                 f = next_flush(&mut stream) => match f {
                     Some(mut flush) => {
                         if let Some(s) = &mut stream {
-                            merge_queued(&mut flush, &mut s.flushes, self.opts.merge_rows);
+                            merge_queued(&mut flush, &mut s.flushes, self.opts.merge);
                         }
                         let acks = stream.as_ref().and_then(|s| s.acks.as_ref());
                         self.commit(flush, acks, held).await?;

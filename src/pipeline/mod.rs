@@ -96,9 +96,35 @@ pub struct PipelineOptions {
     /// start over and copy every table again, instead of stopping.
     pub resync_on_position_lost: bool,
     /// Flushes that queued up while the sink was busy are applied as one
-    /// while their rows together stay within this (the batch's `max_rows`):
-    /// fewer, larger writes, and no flush waits behind a queue of small ones.
-    pub merge_rows: usize,
+    /// while they stay within this: fewer, larger writes, and no flush
+    /// waits behind a queue of small ones.
+    pub merge: MergeLimit,
+}
+
+/// How large a merge of queued flushes may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeLimit {
+    /// The batch's `max_rows`.
+    pub rows: usize,
+    /// Arrow bytes: the batch's `max_bytes`, at most [`MERGE_MAX_BYTES`].
+    pub bytes: usize,
+}
+
+/// A merged flush is joined into one batch per table, so it is briefly held
+/// twice, beside the flushes still queued. Past a few MiB a larger insert
+/// saves ClickHouse little, while the peak memory of a backlog drain would
+/// depend on how far the sink happened to fall behind.
+pub const MERGE_MAX_BYTES: usize = 8 << 20;
+
+impl MergeLimit {
+    pub fn new(max_rows: usize, max_bytes: u64) -> Self {
+        MergeLimit {
+            rows: max_rows,
+            bytes: usize::try_from(max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(MERGE_MAX_BYTES),
+        }
+    }
 }
 
 impl std::fmt::Debug for PipelineOptions {

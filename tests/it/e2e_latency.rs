@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use sluice::source::postgres::stream::SINK_BUSY_MAX_BYTES;
+
 use crate::support::e2e::*;
 use crate::support::*;
 
@@ -84,5 +86,80 @@ async fn a_commit_after_idleness_leaves_at_once_and_a_load_fills_batches() {
         .filter(|(r, n)| r == "max_rows" && *n == 1000)
         .count();
     assert!(full >= 10, "batches filled to max_rows under load: {all:?}");
+    p.terminate_ok(&mut run, Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sink_pauses_the_reading_at_a_bounded_batch() {
+    let db = fresh_db("busy").await;
+    db.client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mut p = TestPipeline::new(&db.url, &["public.t"], "");
+    // Neither max_rows, max_bytes nor max_delay may end a batch first.
+    p.edit_config("max_delay = \"200ms\"", "max_delay = \"60s\"");
+    p.edit_config("max_rows = 2000", "max_rows = 10000000");
+    p.edit_config("max_bytes = \"8MiB\"", "max_bytes = \"1GiB\"");
+    let mut run = p.spawn(&[]);
+    wait_for_slot(&db.client, &p.name).await;
+    db.client
+        .batch_execute("INSERT INTO t VALUES (0, 'first')")
+        .await
+        .unwrap();
+    wait_for("the first row", Duration::from_secs(30), || async {
+        p.ch(&format!("SELECT count() FROM `{}`.t", p.ch_db))
+            .await
+            .ok()
+            .filter(|c| c.trim() == "1")
+    })
+    .await;
+    // The test bed's ClickHouse runs one query at a time: a slow one keeps
+    // the sink busy while about 26 MB of small transactions arrive.
+    let busy = tokio::spawn(ch_query(
+        "SELECT sleepEachRow(0.5) FROM numbers(16) SETTINGS max_block_size = 1",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for k in 0..48 {
+        db.client
+            .batch_execute(&format!(
+                "INSERT INTO t SELECT g, repeat('x', 100) || g \
+                 FROM generate_series({} + 1, {} + 5000) g",
+                k * 5000,
+                k * 5000
+            ))
+            .await
+            .unwrap();
+    }
+    busy.await.expect("the slow query ran");
+    wait_equal(
+        &p,
+        &db.client,
+        "SELECT id::text, v FROM t",
+        &format!(
+            "SELECT toString(id), v FROM `{}`.t FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        Duration::from_secs(120),
+    )
+    .await;
+    let all = flushes(&p.last_log());
+    let paused: Vec<usize> = all
+        .iter()
+        .filter(|(r, _)| r == "sink_busy")
+        .map(|(_, n)| *n)
+        .collect();
+    eprintln!("flushes while the sink was busy: {paused:?}");
+    assert!(
+        !paused.is_empty(),
+        "no batch stopped for the busy sink: {all:?}"
+    );
+    // The bound's bytes of ~120-byte rows, plus the transaction that
+    // passed it.
+    let bound = SINK_BUSY_MAX_BYTES as usize / 100 + 5000;
+    assert!(
+        all.iter().all(|(_, n)| *n <= bound),
+        "a batch grew past the busy-sink bound of {bound} rows: {all:?}"
+    );
     p.terminate_ok(&mut run, Duration::from_secs(30));
 }

@@ -346,7 +346,7 @@ fn options(tables: &[&str], initial_snapshot: bool) -> PipelineOptions {
         progress: Arc::new(LogView),
         resync_on_position_lost: false,
         // Most tests follow each scripted flush; merging has its own.
-        merge_rows: 0,
+        merge: MergeLimit { rows: 0, bytes: 0 },
     }
 }
 
@@ -507,7 +507,10 @@ async fn flushes_queued_behind_a_busy_sink_are_applied_as_one() {
     ];
     let source = ScriptedSource::new(script, &h.log);
     let mut opts = options(&["a"], false);
-    opts.merge_rows = 3;
+    opts.merge = MergeLimit {
+        rows: 3,
+        bytes: usize::MAX,
+    };
     run_until(source, sink, store, opts, &h.log, 30)
         .await
         .unwrap();
@@ -532,6 +535,45 @@ async fn flushes_queued_behind_a_busy_sink_are_applied_as_one() {
         .collect();
     assert_eq!(batches, vec![3, 3]);
     assert_eq!(h.sink.rows_of(&table("a")), 6);
+}
+
+#[tokio::test]
+async fn a_merge_stops_at_its_byte_limit() {
+    let (h, sink, store) = harness(None);
+    let first = rows("a", &[1, 2], 10, OP_INSERT);
+    // The first flush alone fills the byte limit: the second, queued behind
+    // it, is not joined to it although the rows would allow it.
+    let limit = first.arrow_bytes();
+    let script = vec![
+        flush(vec![first], 10),
+        flush(vec![rows("a", &[3], 20, OP_INSERT)], 20),
+        flush(vec![rows("a", &[4, 5, 6], 30, OP_INSERT)], 30),
+    ];
+    let source = ScriptedSource::new(script, &h.log);
+    let mut opts = options(&["a"], false);
+    opts.merge = MergeLimit {
+        rows: 1000,
+        bytes: limit,
+    };
+    run_until(source, sink, store, opts, &h.log, 30)
+        .await
+        .unwrap();
+    let log = h.log.lock().unwrap().clone();
+    let applies: Vec<&String> = log.iter().filter(|e| e.starts_with("apply")).collect();
+    assert_eq!(
+        applies.first().map(|s| s.as_str()),
+        Some("apply 10"),
+        "{log:?}"
+    );
+    assert_eq!(h.sink.rows_of(&table("a")), 6);
+}
+
+#[test]
+fn the_merge_limit_caps_max_bytes() {
+    let limit = MergeLimit::new(100_000, 64 << 20);
+    assert_eq!(limit.rows, 100_000);
+    assert_eq!(limit.bytes, MERGE_MAX_BYTES);
+    assert_eq!(MergeLimit::new(10, 1 << 20).bytes, 1 << 20);
 }
 
 #[tokio::test(start_paused = true)]

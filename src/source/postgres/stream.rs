@@ -31,6 +31,12 @@ const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Caught-up flushes come at most this often: a floor on batching when
 /// single transactions arrive faster than this and the sink keeps up.
 pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+/// While the sink is busy (a flush sent and not yet durable), a batch of
+/// complete transactions leaves at this many bytes instead of growing to
+/// `max_rows`/`max_bytes`: waiting for room then pauses the reading, the
+/// rest waits upstream, and memory does not depend on how long the sink
+/// happens to stall. Smaller than `max_bytes` when that is smaller.
+pub const SINK_BUSY_MAX_BYTES: u64 = 4 << 20;
 
 /// Why a micro-batch left for the sink (logged and counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,12 @@ pub enum FlushReason {
     MaxRows,
     MaxBytes,
     MaxDelay,
+    /// Everything sent before is durable and more of the stream arrived
+    /// before it caught up: the complete transactions leave at once.
+    SinkIdle,
+    /// The sink was busy and complete transactions reached
+    /// [`SINK_BUSY_MAX_BYTES`]: sent as soon as there is room.
+    SinkBusy,
     /// An idle slot's position moves to the server's WAL end.
     Idle,
     Shutdown,
@@ -53,6 +65,8 @@ impl FlushReason {
             FlushReason::MaxRows => "max_rows",
             FlushReason::MaxBytes => "max_bytes",
             FlushReason::MaxDelay => "max_delay",
+            FlushReason::SinkIdle => "sink_idle",
+            FlushReason::SinkBusy => "sink_busy",
             FlushReason::Idle => "idle",
             FlushReason::Shutdown => "shutdown",
         }
@@ -303,6 +317,11 @@ impl Session {
         Ok(())
     }
 
+    /// A flush was sent and is not durable yet.
+    fn sink_busy(&self) -> bool {
+        self.durable < self.requested
+    }
+
     async fn on_message(
         &mut self,
         wal_start: u64,
@@ -310,6 +329,14 @@ impl Session {
         out: &mpsc::Sender<Flush<Lsn>>,
         acks: &mut watch::Receiver<Lsn>,
     ) -> Result<(), SourceError> {
+        // More of the stream came before it caught up: an idle sink takes
+        // the complete transactions now rather than when it pauses.
+        if self.committed_pending
+            && !self.sink_busy()
+            && self.last_flush.elapsed() >= MIN_FLUSH_INTERVAL
+        {
+            self.flush(out, acks, FlushReason::SinkIdle).await?;
+        }
         let in_stream = self.decoder.stream_xid();
         let msg = self
             .decoder
@@ -389,6 +416,11 @@ impl Session {
             self.flush(out, acks, FlushReason::MaxRows).await?;
         } else if self.buffered_wire_bytes >= self.batch.max_bytes {
             self.flush(out, acks, FlushReason::MaxBytes).await?;
+        } else if self.committed_pending
+            && self.sink_busy()
+            && self.buffered_wire_bytes >= SINK_BUSY_MAX_BYTES.min(self.batch.max_bytes)
+        {
+            self.flush(out, acks, FlushReason::SinkBusy).await?;
         }
         Ok(())
     }
