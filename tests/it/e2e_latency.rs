@@ -24,6 +24,21 @@ fn flushes(log: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
+/// Waits until ClickHouse's `t` equals PostgreSQL's, row for row.
+async fn wait_t_equal(p: &TestPipeline, db: &TestDb, within: Duration) {
+    wait_equal(
+        p,
+        &db.client,
+        "SELECT id::text, v FROM t",
+        &format!(
+            "SELECT toString(id), v FROM `{}`.t FINAL WHERE _is_deleted = 0",
+            p.ch_db
+        ),
+        within,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_after_idleness_leaves_at_once_and_a_load_fills_batches() {
     let db = fresh_db("lat").await;
@@ -69,17 +84,7 @@ async fn a_commit_after_idleness_leaves_at_once_and_a_load_fills_batches() {
         .batch_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(2, 20001) g")
         .await
         .unwrap();
-    wait_equal(
-        &p,
-        &db.client,
-        "SELECT id::text, v FROM t",
-        &format!(
-            "SELECT toString(id), v FROM `{}`.t FINAL WHERE _is_deleted = 0",
-            p.ch_db
-        ),
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_t_equal(&p, &db, Duration::from_secs(60)).await;
     let all = flushes(&p.last_log());
     let full = all
         .iter()
@@ -117,32 +122,24 @@ async fn a_busy_sink_pauses_the_reading_at_a_bounded_batch() {
     // The test bed's ClickHouse runs one query at a time: a slow one keeps
     // the sink busy while about 26 MB of small transactions arrive.
     let busy = tokio::spawn(ch_query(
-        "SELECT sleepEachRow(0.5) FROM numbers(16) SETTINGS max_block_size = 1",
+        "SELECT sleepEachRow(0.5) FROM numbers(20) SETTINGS max_block_size = 1",
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for k in 0..48 {
-        db.client
-            .batch_execute(&format!(
-                "INSERT INTO t SELECT g, repeat('x', 100) || g \
-                 FROM generate_series({} + 1, {} + 5000) g",
+    // One round trip, 48 transactions: all of it arrives while the engine
+    // is held, even on a slow machine.
+    let burst: String = (0..48)
+        .map(|k| {
+            format!(
+                "BEGIN; INSERT INTO t SELECT g, repeat('x', 100) || g \
+                 FROM generate_series({} + 1, {} + 5000) g; COMMIT;",
                 k * 5000,
                 k * 5000
-            ))
-            .await
-            .unwrap();
-    }
+            )
+        })
+        .collect();
+    db.client.batch_execute(&burst).await.unwrap();
     busy.await.expect("the slow query ran");
-    wait_equal(
-        &p,
-        &db.client,
-        "SELECT id::text, v FROM t",
-        &format!(
-            "SELECT toString(id), v FROM `{}`.t FINAL WHERE _is_deleted = 0",
-            p.ch_db
-        ),
-        Duration::from_secs(120),
-    )
-    .await;
+    wait_t_equal(&p, &db, Duration::from_secs(120)).await;
     let all = flushes(&p.last_log());
     let paused: Vec<usize> = all
         .iter()
